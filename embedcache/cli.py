@@ -1,0 +1,263 @@
+"""The `embedcache` command: a thin typer app over the library functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from embedcache.paths import data_dir as resolve_data_dir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+out = Console()
+
+DataDir = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Data directory (default: $EMBEDCACHE_DATA_DIR, else ./data).")
+]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@contextmanager
+def _user_errors():
+    """Known, actionable errors print as one red message and exit 1; anything else keeps its traceback."""
+    from embedcache.backbones import BackboneError
+    from embedcache.datasets import DatasetFormatError, DatasetNotFoundError
+    from embedcache.extract import ExtractError
+    from embedcache.registry import UnknownNameError
+    from embedcache.store import StoreError
+
+    known = (UnknownNameError, DatasetNotFoundError, DatasetFormatError, ExtractError, StoreError,
+             BackboneError)
+    try:
+        yield
+    except known as exc:
+        console.print(f"[bold red]error:[/] {_escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+@app.command()
+def extract(
+    dataset: Annotated[str, typer.Argument(help="A registered dataset (see `embedcache datasets`).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Backbone name, or hf:<id|dir> / timm:<name>.")],
+    split: Annotated[Optional[list[str]], typer.Option("--split", help="Split(s) to extract (default: all).")] = None,
+    tokens: Annotated[bool, typer.Option("--tokens", help="Also store token sequences (ragged).")] = False,
+    root: Annotated[Optional[Path], typer.Option("--root", help="Local copy of the raw data.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Store name for generic datasets.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Dataset option KEY=VALUE.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if any).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Image decode processes.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="First N items of each split.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild a store whose fingerprint changed.")] = False,
+    on_error: Annotated[str, typer.Option("--on-error", help="fail | skip (skips are recorded).")] = "fail",
+    pooling: Annotated[Optional[str], typer.Option("--pooling", help="Override the backbone's pooling.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local weights for the backbone.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="float16 | float32 on disk.")] = "float16",
+    part: Annotated[str, typer.Option("--part", help="K/N: this process writes every N-th shard.")] = "0/1",
+    data_dir: DataDir = None,
+) -> None:
+    """Stage one: embed DATASET with a frozen backbone into <data-dir>/stores/DATASET/MODEL.h5."""
+    from embedcache.extract import extract as run_extract
+
+    if on_error not in ("fail", "skip"):
+        raise typer.BadParameter("--on-error must be 'fail' or 'skip'")
+    k, n = (int(x) for x in part.split("/"))
+    bars = _progress()
+    with _user_errors(), bars:
+        path, reports = run_extract(
+            dataset, model, splits=split, tokens=tokens, root=root, data_dir=resolve_data_dir(data_dir),
+            dataset_options=_parse_options(option), store_name=name, device=device, batch_size=batch_size,
+            workers=workers, limit=limit, force=force, on_error=on_error, pooling=pooling, weights=weights,
+            dtype=dtype, part=(k, n), progress=_bar_factory(bars),
+        )
+    _extract_summary(path, reports)
+
+
+def _parse_options(pairs: list[str] | None) -> dict[str, object]:
+    """KEY=VALUE strings; values that parse as JSON (numbers, true/false) become those types."""
+    options: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _bar_factory(bars: Progress):
+    import time
+
+    def make(split: str, total: int):
+        task = bars.add_task(split, total=total, rate="")
+        start = time.perf_counter()
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            rate = done[0] / max(time.perf_counter() - start, 1e-9)
+            bars.update(task, advance=n, rate=f"{rate:8.1f} items/s")
+
+        return advance
+
+    return make
+
+
+def _extract_summary(path: Path, reports) -> None:
+    from embedcache.store import open_store
+
+    table = Table(title=str(path))
+    for col in ("split", "status", "rows", "dim", "dtype", "tokens", "skipped", "time"):
+        table.add_column(col, justify="right" if col in ("rows", "dim", "skipped", "time") else "left")
+    complete = path.exists()
+    store = open_store(path) if complete else None
+    try:
+        for r in reports:
+            sp = store.split(r.split) if store and r.split in store.splits else None
+            table.add_row(
+                r.split, r.status, str(len(sp) if sp else r.rows), str(sp.dim if sp else "-"),
+                store.attrs["dtype"] if store else "-", "yes" if sp is not None and sp.has_tokens else "no",
+                str(len(sp.skipped) if sp else len(r.skipped)), f"{r.seconds:.1f}s",
+            )
+    finally:
+        if store:
+            store.close()
+    out.print(table)
+    if complete:
+        out.print(f"size on disk: {_size(path.stat().st_size)}")
+    if all(r.status == "up to date" for r in reports):
+        out.print("nothing to do: every split is already extracted with the same fingerprint")
+    for r in reports:
+        for item_id, reason in r.skipped[:10]:
+            out.print(f"[yellow]skipped[/] {r.split}/{_escape(item_id)}: {_escape(reason)}")
+        if len(r.skipped) > 10:
+            out.print(f"[yellow]... and {len(r.skipped) - 10} more skipped in {r.split}[/] (see `embedcache info`)")
+
+
+@app.command("ls")
+def ls(data_dir: DataDir = None) -> None:
+    """Every store under <data-dir>/stores: splits, rows, dim, size, fingerprint, complete or not."""
+    from embedcache.store import list_stores
+
+    stores = list_stores(resolve_data_dir(data_dir))
+    if not stores:
+        out.print(f"no stores under {resolve_data_dir(data_dir) / 'stores'}; make one with `embedcache extract`")
+        return
+    table = Table()
+    for col in ("dataset", "backbone", "splits", "rows", "dim", "dtype", "tokens", "skipped", "size", "fingerprint",
+                "state"):
+        table.add_column(col)
+    for s in stores:
+        state = "complete" if s.complete and not s.shards_pending else f"in progress ({s.shards_pending} shards)"
+        table.add_row(
+            s.dataset, s.backbone, ",".join(s.splits), str(sum(s.splits.values())), str(s.dim or "-"),
+            str(s.dtype or "-"), "yes" if s.tokens else "no", str(s.skipped), _size(s.size_bytes),
+            s.fingerprint or "-", state,
+        )
+    out.print(table)
+
+
+@app.command()
+def info(
+    store: Annotated[str, typer.Argument(help="A store path, or DATASET/BACKBONE.")],
+    data_dir: DataDir = None,
+) -> None:
+    """A store's attributes and splits."""
+    from embedcache.paths import store_path
+    from embedcache.store import open_store
+
+    path = Path(store)
+    if not path.suffix == ".h5" and "/" in store:
+        dataset, backbone = store.split("/", 1)
+        path = store_path(dataset, backbone, resolve_data_dir(data_dir))
+    with _user_errors(), open_store(path) as st:
+        table = Table(title=str(path), show_header=False)
+        for key, value in sorted(st.attrs.items()):
+            table.add_row(key, _escape(json.dumps(value) if not isinstance(value, str) else value))
+        out.print(table)
+        splits = Table()
+        for col in ("split", "rows", "dim", "tokens", "token rows", "labels", "links", "pairs", "skipped"):
+            splits.add_column(col)
+        for name in st.splits:
+            sp = st.split(name)
+            splits.add_row(
+                name, str(len(sp)), str(sp.dim), "yes" if sp.has_tokens else "no",
+                str(int(sp.offsets()[-1])) if sp.has_tokens else "-",
+                "-" if sp.labels is None else str(sp.labels.shape), "yes" if sp.links is not None else "no",
+                "-" if sp.pairs is None else str(len(sp.pairs[0])), str(len(sp.skipped)),
+            )
+        out.print(splits)
+        for name in st.splits:
+            for item_id, reason in st.split(name).skipped:
+                out.print(f"[yellow]skipped[/] {name}/{_escape(item_id)}: {_escape(reason)}")
+
+
+@app.command()
+def datasets() -> None:
+    """The registered datasets."""
+    from embedcache.datasets import DATASETS
+
+    table = Table()
+    for col in ("name", "modalities", "labels", "description"):
+        table.add_column(col)
+    for name in DATASETS.names():
+        cls = DATASETS.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        table.add_row(name, ",".join(cls.modalities), cls.label_kind, doc)
+    out.print(table)
+
+
+@app.command()
+def models() -> None:
+    """The registered backbones (any other: --model hf:<id|dir> or timm:<name>)."""
+    from embedcache.backbones import BACKBONES
+
+    table = Table()
+    for col in ("name", "modality", "library", "model id", "revision", "pooling", "offline weights"):
+        table.add_column(col)
+    for name in BACKBONES.names():
+        s = BACKBONES.get(name)
+        table.add_row(name, s.modality, s.library, s.model_id, s.revision[:12], s.pooling, s.offline or "-")
+    out.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""Stage one: run a frozen backbone over one dataset's items and write its store.
+
+Each split's items are cut into fixed shards (`shard_size` rows, in the dataset's order). A shard is
+encoded in batches that never cross its boundary, so a resumed run forms exactly the same batches as
+an uninterrupted one and produces the same numbers. Images are decoded and preprocessed in DataLoader
+worker processes; text is tokenised per batch after sorting the shard by length; finished shards are
+handed to a background thread that writes them, so the model never waits on HDF5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from embedcache import __version__
+from embedcache.backbones import create_encoder, resolve_spec
+from embedcache.backbones.base import Encoder
+from embedcache.datasets import BadItemError, Dataset, Item, Split, create_dataset
+from embedcache.datasets.images import check_text, load_image
+from embedcache.paths import store_path
+from embedcache.store import ShardData, StoreWriter
+
+OnError = Literal["fail", "skip"]
+
+
+class ExtractError(RuntimeError):
+    """An item could not be embedded under `--on-error fail` (names the item and the fix)."""
+
+
+@dataclass
+class SplitReport:
+    """What happened to one split: shown in the summary table and returned to callers."""
+
+    split: str
+    rows: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    status: str = "extracted"  # extracted | up to date | partial (this part's shards done, others pending)
+
+
+@dataclass
+class ExtractPlan:
+    """Everything fixed before the first batch: dataset, encoder, items per split, store attributes."""
+
+    dataset: Dataset
+    encoder: Encoder
+    splits: dict[str, Split]
+    path: Path
+    attrs: dict[str, Any]
+    device: torch.device
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_workers() -> int:
+    """Decode workers: leave the model at least one core on a small machine."""
+    import os
+
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def plan_extraction(
+    dataset: str,
+    model: str,
+    *,
+    root: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    dataset_options: dict[str, Any] | None = None,
+    store_name: str | None = None,
+    limit: int | None = None,
+    tokens: bool = False,
+    pooling: str | None = None,
+    weights: str | Path | None = None,
+    dtype: str = "float16",
+    shard_size: int = 1024,
+    device: str | None = None,
+) -> ExtractPlan:
+    """Load the dataset's splits and the encoder, and compute the store's attributes (its fingerprint)."""
+    spec = resolve_spec(model)
+    ds = create_dataset(dataset, root=root, **(dataset_options or {}))
+    if spec.modality not in ds.modalities:
+        raise ExtractError(
+            f"{model!r} embeds {spec.modality}, but dataset {dataset!r} has only {', '.join(ds.modalities)}; "
+            f"see `embedcache models` for the {'/'.join(ds.modalities)} backbones"
+        )
+    splits = {name: _limit(ds.load_split(name), limit) for name in ds.splits()}
+    dev = torch.device(device or default_device())
+    encoder = create_encoder(model, pooling=pooling, weights=weights, device=dev)
+    name = store_name or dataset
+    attrs = {
+        "backbone": model,
+        **encoder.describe(),
+        "modality": spec.modality,
+        "dtype": dtype,
+        "tokens": tokens,
+        "dataset": name,
+        "dataset_adapter": dataset,
+        "dataset_version": ds.version,
+        "dataset_options": ds.options(),
+        "limit": limit,
+        "split_sizes": {s: len(sp.items(spec.modality)) for s, sp in splits.items()},
+        "classes": list(ds.classes),
+        "label_kind": ds.label_kind,
+        "shard_size": shard_size,
+        "embedcache_version": __version__,
+    }
+    return ExtractPlan(ds, encoder, splits, store_path(name, model, data_dir), attrs, dev)
+
+
+def _limit(split: Split, limit: int | None) -> Split:
+    """The first `limit` items of each modality; pairs kept only where both ends survive."""
+    if limit is None:
+        return split
+    images, texts = split.images[:limit], split.texts[:limit]
+    kept = {it.id for it in texts}
+    pairs = [p for p in split.pairs if p.a in kept and p.b in kept]
+    return Split(split.name, images, texts, pairs)
+
+
+def extract(
+    dataset: str,
+    model: str,
+    *,
+    splits: list[str] | None = None,
+    tokens: bool = False,
+    root: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    dataset_options: dict[str, Any] | None = None,
+    store_name: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    limit: int | None = None,
+    force: bool = False,
+    on_error: OnError = "fail",
+    pooling: str | None = None,
+    weights: str | Path | None = None,
+    dtype: str = "float16",
+    shard_size: int = 1024,
+    part: tuple[int, int] = (0, 1),
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> tuple[Path, list[SplitReport]]:
+    """Embed `dataset` with backbone `model` into <data-dir>/stores/<dataset>/<model>.h5.
+
+    Resumes from finished shards; a split already complete with the same fingerprint is left as it is.
+    `progress(split, total)` returns a callback advanced by the number of rows done (the CLI's bars).
+    Returns the store path and one report per split.
+    """
+    plan = plan_extraction(
+        dataset, model, root=root, data_dir=data_dir, dataset_options=dataset_options, store_name=store_name,
+        limit=limit, tokens=tokens, pooling=pooling, weights=weights, dtype=dtype, shard_size=shard_size,
+        device=device,
+    )
+    chosen = splits or list(plan.splits)
+    unknown = [s for s in chosen if s not in plan.splits]
+    if unknown:
+        raise ExtractError(f"unknown split(s) {unknown} for {dataset!r}; known: {', '.join(plan.splits)}")
+    plan.path.parent.mkdir(parents=True, exist_ok=True)
+    reports = []
+    with StoreWriter(plan.path, plan.attrs, force=force, part=part) as writer:
+        for name in chosen:
+            reports.append(
+                _extract_split(plan, writer, name, tokens=tokens, batch_size=batch_size, workers=workers,
+                               on_error=on_error, part=part, progress=progress)
+            )
+    return plan.path, reports
+
+
+def _extract_split(
+    plan: ExtractPlan, writer: StoreWriter, name: str, *, tokens: bool, batch_size: int | None,
+    workers: int | None, on_error: OnError, part: tuple[int, int],
+    progress: Callable[[str, int], Callable[[int], None]] | None,
+) -> SplitReport:
+    report = SplitReport(name)
+    if writer.has_split(name):
+        report.status = "up to date"
+        return report
+    split = plan.splits[name]
+    modality = plan.encoder.spec.modality
+    items = _mark_duplicates(split.items(modality))
+    n_shards = max(1, math.ceil(len(items) / plan.attrs["shard_size"]))
+    done = writer.done_shards(name)
+    todo = [i for i in range(n_shards) if i % part[1] == part[0] and i not in done]
+    shard_size = plan.attrs["shard_size"]
+    shards = {i: items[i * shard_size:(i + 1) * shard_size] for i in todo}
+    advance = progress(name, sum(len(s) for s in shards.values())) if progress else (lambda n: None)
+    start = time.perf_counter()
+    encode_shards = _encode_images if modality == "image" else _encode_texts
+    bs = batch_size or (64 if modality == "image" else 128)
+    with _BackgroundWriter(writer, name) as sink:
+        for index, data in encode_shards(plan, shards, tokens=tokens, batch_size=bs, workers=workers,
+                                         on_error=on_error, advance=advance):
+            sink.put(index, data)
+    report.seconds = time.perf_counter() - start
+    pairs = _pairs(split)
+    if writer.finish_split(name, n_shards, pairs=pairs):
+        from embedcache.store import open_store
+
+        with open_store(plan.path) as store:
+            sp = store.split(name)
+            report.rows, report.skipped = len(sp), list(sp.skipped)
+    else:
+        report.status = "partial"
+        report.rows = sum(len(s) for s in shards.values())
+    return report
+
+
+def _pairs(split: Split) -> tuple[list[str], list[str], np.ndarray] | None:
+    if not split.pairs:
+        return None
+    return [p.a for p in split.pairs], [p.b for p in split.pairs], np.array([p.score for p in split.pairs], np.float32)
+
+
+class _BackgroundWriter:
+    """Writes finished shards on a thread so the next shard's batches start at once."""
+
+    def __init__(self, writer: StoreWriter, split: str) -> None:
+        self.writer, self.split = writer, split
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _BackgroundWriter:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (job := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write_shard(self.split, *job)
+                except BaseException as exc:  # surfaced in the main thread by put()/__exit__
+                    self.error = exc
+
+    def put(self, index: int, data: ShardData) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((index, data))
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
+# --- per-item checks -------------------------------------------------------------------------------
+
+
+def _bad(item_id: str, reason: str, on_error: OnError, skipped: list[tuple[str, str]]) -> None:
+    if on_error == "fail":
+        raise ExtractError(
+            f"item {item_id!r}: {reason}\n"
+            f"Fix or remove it, or rerun with `--on-error skip` to record it as skipped and go on."
+        )
+    skipped.append((item_id, reason))
+
+
+def _mark_duplicates(items: list[Item]) -> list[Item]:
+    """A repeated id is an error of the later occurrence (a store row must name one item)."""
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        if it.id in seen and not it.error:
+            it = dataclasses.replace(it, error=f"duplicate id {it.id!r} in this split")
+        seen.add(it.id)
+        out.append(it)
+    return out
+
+
+def _annotations(plan: ExtractPlan, items: list[Item]) -> tuple[np.ndarray | None, list[str] | None]:
+    """Labels (int64, -1 for none; or multi-hot uint8) and links for the kept rows."""
+    kind = plan.attrs["label_kind"]
+    labels = None
+    if kind == "single":
+        labels = np.array([-1 if it.label is None else int(it.label) for it in items], np.int64)
+    elif kind == "multi":
+        labels = np.zeros((len(items), len(plan.attrs["classes"])), np.uint8)
+        for row, it in enumerate(items):
+            labels[row, list(it.label or ())] = 1
+    links = [it.link or "" for it in items] if any(it.link for it in items) else None
+    return labels, links
+
+
+def _shard_data(
+    plan: ExtractPlan, items: list[Item], pooled: list[np.ndarray], token_rows: list[np.ndarray] | None,
+    skipped: list[tuple[str, str]],
+) -> ShardData:
+    labels, links = _annotations(plan, items)
+    dim = plan.encoder.dim
+    data = ShardData(
+        ids=[it.id for it in items],
+        pooled=np.stack(pooled) if pooled else np.zeros((0, dim), np.float32),
+        labels=labels, links=links, skipped=skipped,
+    )
+    if token_rows is not None:
+        data.lengths = np.array([len(t) for t in token_rows], np.int64)
+        data.tokens = np.concatenate(token_rows) if token_rows else np.zeros((0, dim), np.float32)
+    return data
+
+
+def _outputs(plan: ExtractPlan, batch: Any, tokens: bool) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    out = plan.encoder.encode(batch, tokens=tokens)
+    pooled = list(out.pooled.float().cpu().numpy())
+    if not tokens:
+        return pooled, None
+    mask = out.mask.cpu().numpy()
+    toks = out.tokens.float().cpu().numpy()
+    return pooled, [toks[i][mask[i]] for i in range(len(pooled))]
+
+
+# --- images: decoded in worker processes -----------------------------------------------------------
+
+
+class _ImageItems(torch.utils.data.Dataset):
+    """Item -> (position, tensor or None, reason). Runs in worker processes (no h5py here)."""
+
+    def __init__(self, items: list[Item], transform: Callable[[Any], torch.Tensor]) -> None:
+        self.items, self.transform = items, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, pos: int) -> tuple[int, torch.Tensor | None, str | None]:
+        item = self.items[pos]
+        if item.error:
+            return pos, None, item.error
+        try:
+            return pos, self.transform(load_image(item.image, item.id)), None
+        except BadItemError as exc:
+            return pos, None, exc.reason
+
+
+def _collate(batch: list[tuple[int, torch.Tensor | None, str | None]]) -> list:
+    return batch  # stacking happens in the main process, after dropping bad items
+
+
+def _batches(shards: dict[int, list[Item]], batch_size: int, offset: dict[int, int]) -> list[list[int]]:
+    """Batches of global positions that never cross a shard boundary (deterministic composition)."""
+    out = []
+    for index, items in shards.items():
+        base = offset[index]
+        out += [list(range(base + s, base + min(s + batch_size, len(items)))) for s in range(0, len(items), batch_size)]
+    return out
+
+
+def _encode_images(
+    plan: ExtractPlan, shards: dict[int, list[Item]], *, tokens: bool, batch_size: int, workers: int | None,
+    on_error: OnError, advance: Callable[[int], None],
+) -> Iterator[tuple[int, ShardData]]:
+    flat, offset = [], {}
+    for index, items in shards.items():
+        offset[index] = len(flat)
+        flat += items
+    n_workers = default_workers() if workers is None else workers
+    loader = torch.utils.data.DataLoader(
+        _ImageItems(flat, plan.encoder.image_transform()),
+        batch_sampler=_batches(shards, batch_size, offset),
+        num_workers=n_workers,
+        collate_fn=_collate,
+        pin_memory=plan.device.type == "cuda",
+        prefetch_factor=4 if n_workers else None,
+        persistent_workers=False,
+    )
+    batches = iter(loader)
+    for index, items in shards.items():
+        kept: list[Item] = []
+        pooled: list[np.ndarray] = []
+        token_rows: list[np.ndarray] | None = [] if tokens else None
+        skipped: list[tuple[str, str]] = []
+        for _ in range(math.ceil(len(items) / batch_size)):
+            batch = next(batches)
+            good = []
+            for pos, tensor, reason in batch:
+                if reason:
+                    _bad(flat[pos].id, reason, on_error, skipped)
+                else:
+                    good.append((pos, tensor))
+            if good:
+                x = torch.stack([t for _, t in good]).to(plan.device, non_blocking=True)
+                p, t = _outputs(plan, x, tokens)
+                kept += [flat[pos] for pos, _ in good]
+                pooled += p
+                if token_rows is not None:
+                    token_rows += t
+            advance(len(batch))
+        yield index, _shard_data(plan, kept, pooled, token_rows, skipped)
+
+
+# --- text: tokenised per batch, batched by length ----------------------------------------------------
+
+
+def _encode_texts(
+    plan: ExtractPlan, shards: dict[int, list[Item]], *, tokens: bool, batch_size: int, workers: int | None,
+    on_error: OnError, advance: Callable[[int], None],
+) -> Iterator[tuple[int, ShardData]]:
+    for index, items in shards.items():
+        skipped: list[tuple[str, str]] = []
+        good: list[tuple[Item, str]] = []
+        for item in items:
+            try:
+                if item.error:
+                    raise BadItemError(item.id, item.error)
+                good.append((item, check_text(item.text, item.id)))
+            except BadItemError as exc:
+                _bad(item.id, exc.reason, on_error, skipped)
+        # Longest first within the shard: little padding per batch; rows go back to dataset order below.
+        order = sorted(range(len(good)), key=lambda i: -len(good[i][1]))
+        pooled: list[np.ndarray | None] = [None] * len(good)
+        token_rows: list[np.ndarray | None] = [None] * len(good)
+        for s in range(0, len(order), batch_size):
+            chunk = order[s:s + batch_size]
+            batch = plan.encoder.tokenize([good[i][1] for i in chunk])
+            p, t = _outputs(plan, {k: v.to(plan.device) for k, v in batch.items()}, tokens)
+            for j, i in enumerate(chunk):
+                pooled[i] = p[j]
+                if t is not None:
+                    token_rows[i] = t[j]
+            advance(len(chunk))
+        advance(len(items) - len(good))
+        yield index, _shard_data(plan, [it for it, _ in good], pooled, token_rows if tokens else None, skipped)
