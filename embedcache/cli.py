@@ -25,6 +25,17 @@ DataDir = Annotated[
 ]
 
 
+def _use_data_dir(path: Path | None) -> Path:
+    """--data-dir wins over $EMBEDCACHE_DATA_DIR for everything this command reads or writes."""
+    import os
+
+    from embedcache.paths import ENV_VAR
+
+    if path is not None:
+        os.environ[ENV_VAR] = str(path)
+    return resolve_data_dir(path)
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -96,7 +107,7 @@ def extract(
     bars = _progress()
     with _user_errors(), bars:
         path, reports = run_extract(
-            dataset, model, splits=split, tokens=tokens, root=root, data_dir=resolve_data_dir(data_dir),
+            dataset, model, splits=split, tokens=tokens, root=root, data_dir=_use_data_dir(data_dir),
             dataset_options=_parse_options(option), store_name=name, device=device, batch_size=batch_size,
             workers=workers, limit=limit, force=force, on_error=on_error, pooling=pooling, weights=weights,
             dtype=dtype, part=(k, n), progress=_bar_factory(bars),
@@ -172,9 +183,9 @@ def ls(data_dir: DataDir = None) -> None:
     """Every store under <data-dir>/stores: splits, rows, dim, size, fingerprint, complete or not."""
     from embedcache.store import list_stores
 
-    stores = list_stores(resolve_data_dir(data_dir))
+    stores = list_stores(_use_data_dir(data_dir))
     if not stores:
-        out.print(f"no stores under {resolve_data_dir(data_dir) / 'stores'}; make one with `embedcache extract`")
+        out.print(f"no stores under {_use_data_dir(data_dir) / 'stores'}; make one with `embedcache extract`")
         return
     table = Table()
     for col in ("dataset", "backbone", "splits", "rows", "dim", "dtype", "tokens", "skipped", "size", "fingerprint",
@@ -202,7 +213,7 @@ def info(
     path = Path(store)
     if not path.suffix == ".h5" and "/" in store:
         dataset, backbone = store.split("/", 1)
-        path = store_path(dataset, backbone, resolve_data_dir(data_dir))
+        path = store_path(dataset, backbone, _use_data_dir(data_dir))
     with _user_errors(), open_store(path) as st:
         table = Table(title=str(path), show_header=False)
         for key, value in sorted(st.attrs.items()):

@@ -163,23 +163,40 @@ def extract(
         limit=limit, tokens=tokens, pooling=pooling, weights=weights, dtype=dtype, shard_size=shard_size,
         device=device,
     )
+    reports = run_plan(plan, splits=splits, batch_size=batch_size, workers=workers, force=force,
+                       on_error=on_error, part=part, progress=progress)
+    return plan.path, reports
+
+
+def run_plan(
+    plan: ExtractPlan,
+    *,
+    splits: list[str] | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    on_error: OnError = "fail",
+    part: tuple[int, int] = (0, 1),
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> list[SplitReport]:
+    """Execute a plan: encode every missing shard of the chosen splits and merge finished splits."""
     chosen = splits or list(plan.splits)
     unknown = [s for s in chosen if s not in plan.splits]
     if unknown:
-        raise ExtractError(f"unknown split(s) {unknown} for {dataset!r}; known: {', '.join(plan.splits)}")
+        raise ExtractError(f"unknown split(s) {unknown} for {plan.attrs['dataset']!r}; known: {', '.join(plan.splits)}")
     plan.path.parent.mkdir(parents=True, exist_ok=True)
     reports = []
     with StoreWriter(plan.path, plan.attrs, force=force, part=part) as writer:
         for name in chosen:
             reports.append(
-                _extract_split(plan, writer, name, tokens=tokens, batch_size=batch_size, workers=workers,
-                               on_error=on_error, part=part, progress=progress)
+                _extract_split(plan, writer, name, batch_size=batch_size, workers=workers, on_error=on_error,
+                               part=part, progress=progress)
             )
-    return plan.path, reports
+    return reports
 
 
 def _extract_split(
-    plan: ExtractPlan, writer: StoreWriter, name: str, *, tokens: bool, batch_size: int | None,
+    plan: ExtractPlan, writer: StoreWriter, name: str, *, batch_size: int | None,
     workers: int | None, on_error: OnError, part: tuple[int, int],
     progress: Callable[[str, int], Callable[[int], None]] | None,
 ) -> SplitReport:
@@ -200,7 +217,7 @@ def _extract_split(
     encode_shards = _encode_images if modality == "image" else _encode_texts
     bs = batch_size or (64 if modality == "image" else 128)
     with _BackgroundWriter(writer, name) as sink:
-        for index, data in encode_shards(plan, shards, tokens=tokens, batch_size=bs, workers=workers,
+        for index, data in encode_shards(plan, shards, tokens=plan.attrs["tokens"], batch_size=bs, workers=workers,
                                          on_error=on_error, advance=advance):
             sink.put(index, data)
     report.seconds = time.perf_counter() - start
