@@ -96,6 +96,7 @@ def extract(
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Local weights for the backbone.")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="float16 | float32 on disk.")] = "float16",
     part: Annotated[str, typer.Option("--part", help="K/N: this process writes every N-th shard.")] = "0/1",
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Rows per resumable shard.")] = 1024,
     data_dir: DataDir = None,
 ) -> None:
     """Stage one: embed DATASET with a frozen backbone into <data-dir>/stores/DATASET/MODEL.h5."""
@@ -110,7 +111,7 @@ def extract(
             dataset, model, splits=split, tokens=tokens, root=root, data_dir=_use_data_dir(data_dir),
             dataset_options=_parse_options(option), store_name=name, device=device, batch_size=batch_size,
             workers=workers, limit=limit, force=force, on_error=on_error, pooling=pooling, weights=weights,
-            dtype=dtype, part=(k, n), progress=_bar_factory(bars),
+            dtype=dtype, part=(k, n), shard_size=shard_size, progress=_bar_factory(bars),
         )
     _extract_summary(path, reports)
 

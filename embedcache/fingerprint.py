@@ -16,7 +16,9 @@ def to_plain(obj: Any) -> Any:
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy / torch arrays and scalars
+        return obj.tolist()
+    if hasattr(obj, "item") and callable(obj.item):
         return obj.item()
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
