@@ -9,7 +9,8 @@ One file per (dataset, backbone): ``<data-dir>/stores/<dataset>/<backbone>.h5``.
     /<split>/ids               (N,) vlen utf-8 str: the dataset's own item ids, unique within the split
     /<split>/pooled            (N, D) float16 (attr dtype="float32" for fp32), contiguous, uncompressed
     /<split>/token_offsets     (N+1,) int64, only with tokens: row i's tokens are tokens[off[i]:off[i+1]]
-    /<split>/tokens            (T_total, D) same dtype as pooled: the ragged token rows, concatenated
+    /<split>/tokens            (T_total, D_tok) pooled's dtype: the ragged token rows, concatenated (D_tok
+                               may differ from D: CLIP's tokens are wider than its projected pooled output)
     /<split>/labels            (N,) int64 class index (-1 = none) or (N, C) uint8 multi-hot, when labelled
     /<split>/links             (N,) vlen str: id of the linked item in the other modality ('' = none)
     /<split>/pairs/{a,b,score} (P,) str, (P,) str, (P,) float64: graded text pairs, when the split has them
@@ -38,7 +39,7 @@ import shutil
 import socket
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -81,7 +82,7 @@ class ShardData:
     ids: list[str]  # n row ids (the dataset's own ids), unique
     pooled: np.ndarray  # (n, D) float32; the writer casts to the store dtype
     lengths: np.ndarray | None = None  # (n,) int64 token counts, when tokens are stored
-    tokens: np.ndarray | None = None  # (sum(lengths), D) float32, the ragged rows concatenated
+    tokens: np.ndarray | None = None  # (sum(lengths), D_tok) float32, the ragged rows concatenated
     labels: np.ndarray | None = None  # (n,) int64 (-1 = none) or (n, C) uint8 multi-hot
     links: list[str] | None = None  # n ids in the other modality ('' = none)
     skipped: Sequence[tuple[str, str]] = ()  # (id, reason) of this shard's items that were skipped
@@ -185,9 +186,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _shard_files(split_dir: Path) -> dict[int, Path]:
-    if not split_dir.is_dir():
+    try:
+        return {int(m.group(1)): p for p in split_dir.iterdir() if (m := _SHARD_RE.match(p.name))}
+    except (FileNotFoundError, NotADirectoryError):  # absent, or merged and removed while we looked
         return {}
-    return {int(m.group(1)): p for p in split_dir.iterdir() if (m := _SHARD_RE.match(p.name))}
 
 
 def _count_shards(pdir: Path) -> int:
@@ -225,8 +227,9 @@ def _check_shard(data: ShardData, dtype: type) -> dict[str, Any]:
         raise ValueError("lengths and tokens go together: give both or neither")
     if data.tokens is not None:
         lengths, tokens = np.asarray(data.lengths, np.int64), np.asarray(data.tokens)
-        if lengths.shape != (n,) or tokens.shape != (int(lengths.sum()), pooled.shape[1]) or (lengths < 0).any():
-            raise ValueError(f"tokens must be (sum(lengths), D={pooled.shape[1]}) with lengths (n={n},) >= 0; "
+        # The token width may differ from the pooled one (CLIP: 768-d tokens, 512-d projected pooled).
+        if lengths.shape != (n,) or tokens.ndim != 2 or tokens.shape[0] != lengths.sum() or (lengths < 0).any():
+            raise ValueError(f"tokens must be (sum(lengths), D_tok) with lengths (n={n},) >= 0; "
                              f"found tokens {tokens.shape}, lengths {lengths.shape} summing to {lengths.sum()}")
         out["token_offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         out["tokens"] = _cast(tokens, dtype, "tokens")
@@ -245,8 +248,8 @@ def _cast(x: np.ndarray, dtype: type, what: str) -> np.ndarray:
         y = np.ascontiguousarray(x, dtype=dtype)
     if not np.isfinite(y).all():
         raise ValueError(f"{what} has non-finite values after the cast to {np.dtype(dtype).name} "
-                         f"(max |x| = {np.nanmax(np.abs(x.astype(np.float64)))}); store float32 instead "
-                         "(backbone dtype attr 'float32')")
+                         f"(max |x| = {np.nanmax(np.abs(x.astype(np.float64)))}); write the store as float32 "
+                         "(attr dtype='float32') or fix the backbone's outputs")
     return y
 
 
@@ -284,8 +287,8 @@ def _opened(source: Path | h5py.Group) -> Iterator[h5py.Group]:
 
 def _gather(sources: list[Path | h5py.Group]) -> dict[str, Any]:
     """Pass one over the blocks of a split: the small per-row data, sizes and the dim (no big arrays)."""
-    meta: dict[str, Any] = {"ids": [], "lengths": [], "labels": [], "links": [], "skipped": [], "rows": [],
-                            "dims": set(), "tokens": set(), "has_labels": set(), "has_links": set()}
+    meta: dict[str, Any] = {key: [] for key in ("ids", "lengths", "labels", "links", "skipped", "rows")}
+    meta.update({key: set() for key in ("dims", "token_dims", "tokens", "has_labels", "has_links")})
     for source in sources:
         with _opened(source) as g:
             n = g["pooled"].shape[0]
@@ -298,11 +301,12 @@ def _gather(sources: list[Path | h5py.Group]) -> dict[str, Any]:
             meta["tokens"].add("tokens" in g)
             if "tokens" in g:
                 meta["lengths"].append(np.diff(g["token_offsets"][()]))
+                meta["token_dims"].add(g["tokens"].shape[1])
             meta["has_labels"].add("labels" in g)
             meta["labels"] += [g["labels"][()]] if "labels" in g else []
             meta["has_links"].add("links" in g)
             meta["links"] += _strs(g, "links")
-    for key in ("dims", "tokens", "has_labels", "has_links"):
+    for key in ("dims", "token_dims", "tokens", "has_labels", "has_links"):
         if len(meta[key]) > 1:
             raise StoreError(f"the shards of one split disagree on {key}: found {sorted(meta[key])}; "
                              "delete the store's .parts directory and rerun extract")
@@ -337,7 +341,8 @@ def _write_split(g: h5py.Group, sources: list, pairs: tuple | None, dtype: type)
         lengths = np.concatenate(meta["lengths"]) if meta["lengths"] else np.zeros(0, np.int64)
         _put(g, "token_offsets", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         token_rows = [int(np.sum(x)) for x in meta["lengths"]]
-        _stream(g, "tokens", [s for s, n in zip(sources, meta["rows"], strict=True) if n], token_rows, dim, dtype)
+        blocks = [s for s, n in zip(sources, meta["rows"], strict=True) if n]
+        _stream(g, "tokens", blocks, token_rows, meta["token_dims"].pop(), dtype)
     if True in meta["has_labels"]:
         _put(g, "labels", np.concatenate(meta["labels"]))
     if True in meta["has_links"]:
@@ -537,7 +542,8 @@ class StoreWriter:
         if d.is_dir():
             for p in d.iterdir():
                 p.unlink(missing_ok=True)
-            d.rmdir()
+            with suppress(OSError):  # a stray .tmp of another part appeared meanwhile: leave the directory
+                d.rmdir()
 
     def close(self) -> None:
         """Release the part lock; remove the .parts directory once nothing is pending and no writer is left."""
@@ -594,6 +600,7 @@ class StoreSplit:
         self.ids: np.ndarray = group["ids"].asstr()[()]  # (N,) str objects
         self.dim: int = int(group["pooled"].shape[1])
         self.has_tokens: bool = "tokens" in group
+        self.token_dim: int | None = int(group["tokens"].shape[1]) if self.has_tokens else None
 
     def __len__(self) -> int:
         return len(self.ids)

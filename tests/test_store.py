@@ -119,6 +119,21 @@ def test_ragged_tokens(tmp_path: Path) -> None:
         np.testing.assert_array_equal(block, want["tokens"][off[2] : off[7]])
 
 
+def test_tokens_may_be_wider_than_pooled(tmp_path: Path) -> None:
+    path = store_path(tmp_path, "clip")  # CLIP: 512-d projected pooled, 768-d tokens; here 4 and 6
+    toks = [np.arange(18, dtype=np.float32).reshape(3, 6), np.full((2, 6), 7, np.float32)]
+    with StoreWriter(path, ATTRS) as w:
+        for i, t in enumerate(toks):
+            w.write_shard("train", i, ShardData(ids=[f"r{i}"], pooled=np.ones((1, 4), np.float32),
+                                                lengths=np.array([len(t)]), tokens=t))
+        assert w.finish_split("train", 2)
+    with open_store(path) as store:
+        sp = store.split("train")
+        assert sp.dim == 4 and sp.token_dim == 6 and sp.pooled().shape == (2, 4)
+        np.testing.assert_array_equal(sp.tokens(0), toks[0])
+        np.testing.assert_array_equal(sp.tokens(1), toks[1])
+
+
 def test_labels_links_pairs_skipped(tmp_path: Path) -> None:
     path = store_path(tmp_path)
     fill(path, plan={"val": 4})
