@@ -1,0 +1,105 @@
+"""A trained head's outputs as a new store: aligned embeddings become reusable inputs themselves.
+
+`embed(run, store=...)` passes every split of one store through the head side it was trained for (matched
+by backbone name, else by modality) and writes `<data-dir>/stores/<dataset>/run_<run id>_<backbone>.h5`
+with StoreWriter: ids, labels, links and pairs copied from the source, pooled = the head's (N, d) outputs.
+The store's attrs name the run, the head and the source store's fingerprint, so it is refused as stale when
+either changes. Token-level outputs are not written (pooled outputs only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedcache import __version__
+from embedcache.heads import Head
+from embedcache.paths import store_path
+from embedcache.runs import Run, open_run
+from embedcache.store import ShardData, StoreWriter, open_store
+from embedcache.views import View, load_view
+
+SHARD_ROWS = 50_000
+
+
+def encode_view(head: Head, m: int, view: View, *, batch_size: int = 1024,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """Head side `m` over every row of `view`, in order, eval mode, no gradients -> (N, out_dim) fp32 CPU."""
+    device = device or next(head.parameters()).device
+    view.to(device)
+    head.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(view), batch_size):
+            rows = torch.arange(start, min(len(view), start + batch_size), device=device)
+            out.append(head.encode(m, *view.gather(rows)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, head.out_dim)
+
+
+def match_input(run: Run, attrs: dict[str, Any], dim: int) -> int:
+    """The head input a store feeds: the one with the store's backbone, else the only one of its modality."""
+    inputs = run.inputs
+    by_backbone = [i for i, x in enumerate(inputs) if x["backbone"] == attrs.get("backbone")]
+    by_modality = [i for i, x in enumerate(inputs) if x["modality"] == attrs.get("modality")]
+    found = by_backbone if len(by_backbone) == 1 else by_modality if len(by_modality) == 1 else []
+    if not found:
+        sides = ", ".join(f"{i}: {x['backbone']} ({x['modality']})" for i, x in enumerate(inputs))
+        raise ValueError(f"cannot tell which input of run {run.id} the store of backbone {attrs.get('backbone')!r} "
+                         f"({attrs.get('modality')}) feeds; its inputs are {sides}. Pass modality=INDEX")
+    m = found[0]
+    if run.head_spec.in_dims[m] != dim:
+        raise ValueError(f"run {run.id} input {m} takes {run.head_spec.in_dims[m]}-d vectors but the store holds "
+                         f"{dim}-d ones ({attrs.get('backbone')}); embed a store of {inputs[m]['backbone']}")
+    return m
+
+
+def embed(
+    run: str | Path | Run, *, store: str | Path, modality: int | None = None, splits: list[str] | None = None,
+    data_dir: str | Path | None = None, out: str | Path | None = None, batch_size: int = 1024,
+    device: str | None = None, dtype: str = "float32", force: bool = False, runs_root: str | Path | None = None,
+) -> Path:
+    """Write the outputs of `run`'s head on every split (or `splits`) of `store` as a new store; returns its path.
+
+    modality: the head input index (default: matched by backbone, else by modality). Token inputs are used
+    when the run trained on tokens. A store with the same fingerprint is kept; a stale one needs `force`.
+    """
+    run = run if isinstance(run, Run) else open_run(run, runs_root)
+    with open_store(Path(store)) as src:
+        attrs, source_fp, names = dict(src.attrs), src.fingerprint, splits or list(src.splits)
+        dim = src.split(names[0]).dim
+    m = match_input(run, attrs, dim) if modality is None else modality
+    tokens = bool(run.inputs[m]["tokens"])
+    backbone = f"run:{run.id}:{attrs.get('backbone', Path(store).stem)}"
+    dataset = str(attrs.get("dataset", Path(store).parent.name))
+    path = Path(out) if out else store_path(dataset, backbone, data_dir)
+    new_attrs = {
+        "backbone": backbone, "modality": attrs.get("modality", ""), "dataset": dataset, "dtype": dtype,
+        "classes": attrs.get("classes", []), "label_kind": attrs.get("label_kind", "none"), "tokens": False,
+        "run_id": run.id, "head": run.record["head"], "head_input": m, "source_store": str(store),
+        "source_fingerprint": source_fp, "source_tokens": tokens, "splits": names, "embedcache_version": __version__,
+    }
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    head = run.load_head(dev)
+    with StoreWriter(path, new_attrs, force=force) as writer:
+        for split in names:
+            if writer.has_split(split):
+                continue
+            view = load_view(store, split, tokens=tokens)
+            emb = encode_view(head, m, view, batch_size=batch_size, device=dev).numpy()
+            _write_split(writer, split, view, emb)
+    return path
+
+
+def _write_split(writer: StoreWriter, split: str, view: View, emb: np.ndarray) -> None:
+    starts = list(range(0, max(1, len(view)), SHARD_ROWS))
+    for k, a in enumerate(starts):
+        b = min(len(view), a + SHARD_ROWS)
+        writer.write_shard(split, k, ShardData(
+            ids=[str(i) for i in view.ids[a:b]], pooled=emb[a:b],
+            labels=None if view.labels is None else view.labels[a:b],
+            links=None if view.links is None else [str(x) for x in view.links[a:b]]))
+    writer.finish_split(split, len(starts), pairs=None if view.pairs is None else (
+        [str(x) for x in view.pairs[0]], [str(x) for x in view.pairs[1]], np.asarray(view.pairs[2])))

@@ -1,0 +1,212 @@
+"""CBMF: context-based multimodal fusion (Faye et al.), trained from cached embeddings.
+
+Per modality m: a token-wise projection g_m (D_m -> d), a learned context vector c_m (3-d) through a
+shared MLP g (3 -> 64 -> 128 -> d, LayerNorm), a fusion of the projected tokens with g(c_m), and ONE
+Deep Fusion Encoder shared by all modalities: LayerNorm on the fused tokens, one
+nn.TransformerEncoderLayer (d 256, 4 heads, feed-forward 2048, dropout 0.1), residual, mean pooling over
+the real tokens. Defaults follow the authors' code (github b-faye/lightweightCRL), see
+../shared/seed-notes.md. Six fusions, registered as `cbmf-<fusion>`. Unlike the authors' code, padding
+tokens are masked everywhere (attention fusions, the transformer and the pooling).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from embedcache.heads.base import HEADS, Batch, Head, HeadSpec, ProjectionHead, masked_mean
+from embedcache.losses import ContrastiveLoss
+from embedcache.registry import Registry
+
+
+@dataclass(frozen=True)
+class CBMFCfg:
+    """CBMF options; defaults are the authors' (projection 256, context 3 -> 64 -> 128 -> 256, one block)."""
+
+    dim: int = 256
+    context_dim: int = 3
+    context_hidden: tuple[int, ...] = (64, 128)
+    context_std: tuple[float, float] = (0.1, 0.6)  # each context ~ N(0, sigma), sigma ~ U(0.1, 0.6)
+    num_heads: int = 4
+    ff_dim: int = 2048
+    layers: int = 1
+    dropout: float = 0.1
+    targets: str = "hard"  # "hard" (authors' code) or "soft" (paper eq. 5-6), see embedcache.losses
+    temperature_init: float = 0.07
+    temperature_min: float = 0.01
+    temperature_max: float = 20.0
+    learn_temperature: bool = True
+
+
+class Fusion(nn.Module):
+    """Fuses projected tokens x (B, T, d) with one context vector c (d,) -> (B, T, d)."""
+
+    default_setting: ClassVar[str] = "text-image"
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+
+FUSIONS: Registry[type[Fusion]] = Registry("cbmf fusion")
+
+
+@FUSIONS.register("add")
+class AddFusion(Fusion):
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return x + c
+
+
+@FUSIONS.register("mul")
+class MulFusion(Fusion):
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return x * c
+
+
+@FUSIONS.register("concat")
+class ConcatFusion(Fusion):
+    """x + MLP([x; c]) with the MLP 2d -> 2d -> d, as in the authors' concatenation fusion."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.mlp = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return x + self.mlp(torch.cat([x, c.expand_as(x)], dim=-1))
+
+
+def _attend(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over real tokens of scores (B, T) and the weighted sum of values (B, T, d) -> (B, d)."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=1)
+    return torch.einsum("bt,btd->bd", weights, values)
+
+
+class AttentionFusion(Fusion):
+    """Context as the query, projected tokens as keys/values; the attended vector is added to every token."""
+
+    def scores_values(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        scores, values = self.scores_values(x, c)
+        return x + _attend(scores, values, mask).unsqueeze(1)
+
+
+@FUSIONS.register("additive")
+class AdditiveFusion(AttentionFusion):
+    """Bahdanau scoring w1 . tanh(W2 q + W3 k_t): the paper's text-text setting."""
+
+    default_setting = "text-text"
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.w_query = nn.Linear(dim, dim)
+        self.w_key = nn.Linear(dim, dim)
+        self.w_score = nn.Linear(dim, 1)
+
+    def scores_values(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.w_score(torch.tanh(self.w_query(c) + self.w_key(x))).squeeze(-1), x  # (B, T), (B, T, d)
+
+
+@FUSIONS.register("general")
+class GeneralFusion(AttentionFusion):
+    """Luong general scoring q . (W k_t)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.w_key = nn.Linear(dim, dim)
+
+    def scores_values(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.w_key(x) @ c, x
+
+
+@FUSIONS.register("dot")
+class DotFusion(AttentionFusion):
+    """Scaled dot-product (W_q q) . (W_k k_t) / sqrt(d), values W_v k_t."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.w_query, self.w_key, self.w_value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def scores_values(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.w_key(x) @ self.w_query(c) / math.sqrt(self.dim), self.w_value(x)
+
+
+class ContextEncoder(nn.Module):
+    """One learned `context_dim` vector per modality through the shared MLP g -> (M, d) contexts."""
+
+    def __init__(self, cfg: CBMFCfg, num_modalities: int) -> None:
+        super().__init__()
+        lo, hi = cfg.context_std
+        sigma = torch.rand(num_modalities, 1) * (hi - lo) + lo  # the authors draw one sigma per modality
+        self.vectors = nn.Parameter(torch.randn(num_modalities, cfg.context_dim) * sigma)
+        dims = (cfg.context_dim, *cfg.context_hidden)
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.g = nn.Sequential(*layers, nn.Linear(dims[-1], cfg.dim), nn.LayerNorm(cfg.dim))
+
+    def forward(self, m: int) -> torch.Tensor:
+        return self.g(self.vectors[m])  # (d,)
+
+
+class DeepFusionEncoder(nn.Module):
+    """LayerNorm -> transformer block(s) -> residual -> masked mean pooling: (B, T, d) -> (B, d)."""
+
+    def __init__(self, cfg: CBMFCfg) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(cfg.dim, cfg.num_heads, cfg.ff_dim, cfg.dropout, batch_first=True)
+            for _ in range(cfg.layers)
+        )
+
+    def forward(self, fused: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm(fused)
+        pad = None if mask is None else ~mask  # (B, T) True = padding, as torch expects
+        for block in self.blocks:
+            h = block(h, src_key_padding_mask=pad)
+        return masked_mean(fused + h, mask)
+
+
+class CBMFHead(Head):
+    """The CBMF alignment head; the fusion comes from the registered name (`cbmf-<fusion>`)."""
+
+    Cfg = CBMFCfg
+
+    def __init__(self, spec: HeadSpec) -> None:
+        super().__init__(spec)
+        cfg = self.cfg
+        self.out_dim = cfg.dim
+        self.projections = nn.ModuleList(ProjectionHead(d, cfg.dim, cfg.dropout) for d in spec.in_dims)
+        self.context = ContextEncoder(cfg, len(spec.in_dims))
+        self.fusion = FUSIONS.get(spec.name.removeprefix("cbmf-"))(cfg.dim)
+        self.dfe = DeepFusionEncoder(cfg)
+        self.criterion = ContrastiveLoss(cfg.targets, cfg.temperature_init, cfg.temperature_min,
+                                         cfg.temperature_max, cfg.learn_temperature)
+
+    @classmethod
+    def setting_for(cls, name: str) -> str:
+        return FUSIONS.get(name.removeprefix("cbmf-")).default_setting
+
+    def encode(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.projections[m](x)  # (B, T, d)
+        fused = self.fusion(h, self.context(m), mask)  # (B, T, d)
+        return self.dfe(fused, mask)  # (B, d)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        embs = [self.encode(m, x, mask) for m, (x, mask) in enumerate(batch.inputs)]
+        return self.criterion(embs, batch.keys)
+
+    def log_values(self) -> dict[str, float]:
+        return {"logit_scale": float(self.criterion.scale().detach())}
+
+
+for _fusion in FUSIONS.names():
+    HEADS.register(f"cbmf-{_fusion}", CBMFHead)

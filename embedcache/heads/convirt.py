@@ -1,0 +1,55 @@
+"""`convirt-frozen`: the contrastive baseline of the CBMF tables, trained on the same frozen features.
+
+One projection per modality (the same g_m as CBMF: Linear, GELU, Linear, Dropout, residual, LayerNorm,
+applied token-wise, then mean pooling over the real tokens), no context and no shared encoder, and the
+same loss as CBMF, so the difference between the rows is the context and the Deep Fusion Encoder. The
+paper's ConVIRT fine-tunes its backbones; results must call this row the frozen form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from embedcache.heads.base import HEADS, Batch, Head, HeadSpec, ProjectionHead, masked_mean
+from embedcache.losses import ContrastiveLoss
+
+
+@dataclass(frozen=True)
+class ConVIRTCfg:
+    """Projection size and loss settings (the CBMF defaults, for a like-for-like baseline)."""
+
+    dim: int = 256
+    dropout: float = 0.1
+    targets: str = "hard"
+    temperature_init: float = 0.07
+    temperature_min: float = 0.01
+    temperature_max: float = 20.0
+    learn_temperature: bool = True
+
+
+@HEADS.register("convirt-frozen")
+class ConVIRTHead(Head):
+    """Per-modality projections into a shared space, trained with symmetric InfoNCE."""
+
+    Cfg = ConVIRTCfg
+
+    def __init__(self, spec: HeadSpec) -> None:
+        super().__init__(spec)
+        cfg = self.cfg
+        self.out_dim = cfg.dim
+        self.projections = nn.ModuleList(ProjectionHead(d, cfg.dim, cfg.dropout) for d in spec.in_dims)
+        self.criterion = ContrastiveLoss(cfg.targets, cfg.temperature_init, cfg.temperature_min,
+                                         cfg.temperature_max, cfg.learn_temperature)
+
+    def encode(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return masked_mean(self.projections[m](x), mask)  # (B, T, d) -> (B, d)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        embs = [self.encode(m, x, mask) for m, (x, mask) in enumerate(batch.inputs)]
+        return self.criterion(embs, batch.keys)
+
+    def log_values(self) -> dict[str, float]:
+        return {"logit_scale": float(self.criterion.scale().detach())}

@@ -1,0 +1,316 @@
+"""Stage two training: any registered head, from stores held in RAM (or on the GPU), into one run.
+
+`fit` is the generic loop: the head supplies its loss for a batch; an epoch is a seeded permutation of the
+pair rows sliced into minibatches (no per-item Dataset/DataLoader); AdamW, ReduceLROnPlateau and early
+stopping on the validation loss with the CBMF authors' defaults; the best epoch's weights are kept.
+`train` resolves a head's default setting (stores, pairing), loads and joins the stores by id, calls `fit`
+and writes the run (embedcache.runs). Stage two never imports transformers or timm.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedcache.fingerprint import to_plain
+from embedcache.heads import HEADS, Head, HeadSpec, create_head
+from embedcache.paths import store_path
+from embedcache.registry import Registry
+from embedcache.runs import Run, find_run, make_run_id, save_run
+from embedcache.views import PairData, join, load_view
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    """Optimisation settings; defaults are the CBMF authors' (batch 64, AdamW 1e-3/1e-3, plateau 5 x0.8)."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    plateau_patience: int = 5
+    plateau_factor: float = 0.8
+    early_stop_patience: int = 5
+    seed: int = 0
+    drop_last: bool = True  # a ragged last batch of a few items is a poor contrastive step
+
+
+@dataclass
+class FitResult:
+    """What `fit` did: per-epoch history, the best epoch (whose weights the head now holds) and timings."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """A training setting: which stores a head aligns and how their rows pair up by default."""
+
+    name: str
+    dataset: str
+    backbones: tuple[str, ...]
+    pairing: str  # a views.PAIRINGS name, or "mined" (pairs from embedcache.pairs)
+    miner: str | None = None  # backbone of the store the pairs are mined from
+    threshold: float = 0.7
+    description: str = ""
+
+
+SETTINGS: Registry[SettingSpec] = Registry("training setting")
+SETTINGS.register("text-image", SettingSpec(
+    "text-image", "shapes", ("effnet-lite0", "minilm"), "links",
+    description="CBMF text-image, offline: images and their captions of the generated `shapes` data"))
+SETTINGS.register("text-text", SettingSpec(
+    "text-text", "shapes", ("minilm", "mpnet"), "mined", miner="minilm", threshold=0.7,
+    description="CBMF text-text, offline: caption pairs with MiniLM cosine >= 0.7, MiniLM x MPNet"))
+
+
+class StoresMissingError(FileNotFoundError):
+    """The stores a training needs do not exist; the message lists the extract commands that make them."""
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _batches(n: int, batch_size: int, perm: torch.Tensor, drop_last: bool) -> list[torch.Tensor]:
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    return [perm[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
+
+
+def evaluate_loss(head: Head, data: PairData, batch_size: int, seed: int = 0) -> float:
+    """Mean loss over `data` in a fixed (seeded) order, eval mode, no gradients; weighted by batch size."""
+    head.eval()
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).to(data.rows.device)
+    total, count = torch.zeros((), device=data.rows.device), 0
+    with torch.no_grad():
+        for idx in _batches(len(data), batch_size, perm, drop_last=False):
+            total += head.loss(data.batch(idx)) * len(idx)
+            count += len(idx)
+    return float(total) / max(1, count)
+
+
+def _train_epoch(head: Head, data: PairData, opt: torch.optim.Optimizer, cfg: TrainCfg,
+                 gen: torch.Generator, display: Any) -> float:
+    head.train()
+    perm = torch.randperm(len(data), generator=gen).to(data.rows.device)
+    total, count = torch.zeros((), device=data.rows.device), 0
+    for step, idx in enumerate(_batches(len(data), cfg.batch_size, perm, cfg.drop_last)):
+        loss = head.loss(data.batch(idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach() * len(idx)  # no .item() per step: it would sync the GPU every batch
+        count += len(idx)
+        display.step(step + 1, total, count)
+    return float(total) / max(1, count)
+
+
+def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), *, progress: bool = False
+        ) -> FitResult:
+    """Train `head` in place on `train`, early-stopping on `val` loss; the head ends with its best weights."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
+                                                       patience=cfg.plateau_patience)
+    result, best_state, bad = FitResult(), copy.deepcopy(head.state_dict()), 0
+    steps = len(_batches(len(train), cfg.batch_size, torch.arange(len(train)), cfg.drop_last))
+    start = time.perf_counter()
+    with _Display(progress, cfg.epochs, steps) as display:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            display.start_epoch(epoch)
+            train_loss = _train_epoch(head, train, opt, cfg, gen, display)
+            val_loss = evaluate_loss(head, val, cfg.batch_size, cfg.seed)
+            sched.step(val_loss)
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"],
+                   "seconds": seconds, "items_per_s": len(train) / seconds, **head.log_values()}
+            result.history.append(row)
+            display.end_epoch(row)
+            if val_loss < result.best_val_loss:
+                result.best_val_loss, result.best_epoch, bad = val_loss, epoch, 0
+                best_state = copy.deepcopy(head.state_dict())
+            else:
+                bad += 1
+                if bad >= cfg.early_stop_patience:
+                    result.stopped_early = True
+                    break
+    head.load_state_dict(best_state)
+    result.train_seconds = time.perf_counter() - start
+    return result
+
+
+class _Display:
+    """A rich progress bar (epoch, batch, train/val loss, logit scale, items/s) on stderr; inert if disabled."""
+
+    def __init__(self, enabled: bool, epochs: int, steps: int) -> None:
+        self.enabled, self.epochs, self.steps = enabled, epochs, steps
+        self._last = 0.0
+
+    def __enter__(self) -> _Display:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bars = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True), transient=False)
+            self.bars.__enter__()
+            self.task = self.bars.add_task("epoch", total=self.steps, info="")
+        return self
+
+    def start_epoch(self, epoch: int) -> None:
+        self._t0 = time.perf_counter()
+        if self.enabled:
+            self.bars.reset(self.task, total=self.steps, description=f"epoch {epoch}/{self.epochs}", info="")
+
+    def step(self, step: int, total: torch.Tensor, count: int) -> None:
+        now = time.perf_counter()
+        if self.enabled and (now - self._last > 0.2 or step == self.steps):  # refresh 5x/s, not every batch
+            self._last = now
+            rate = count / max(now - self._t0, 1e-9)
+            self.bars.update(self.task, completed=step, info=f"loss {float(total) / count:.4f}  {rate:,.0f} items/s")
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        if self.enabled:
+            extra = "  ".join(f"{k} {v:.3g}" for k, v in row.items() if k not in ("epoch", "seconds"))
+            self.bars.console.print(f"epoch {int(row['epoch'])}: {extra}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bars.__exit__(*exc)
+
+
+# ---------------------------------------------------------------- from stores to a run
+
+
+def extract_command(dataset: str, backbone: str, *, tokens: bool = False, data_dir: str | Path | None = None) -> str:
+    """The `embedcache extract` command line that makes the store of (dataset, backbone)."""
+    extra = (" --tokens" if tokens else "") + (f" --data-dir {data_dir}" if data_dir else "")
+    return f"embedcache extract {dataset} --model {backbone}{extra}"
+
+
+def check_stores(head: str, dataset: str, backbones: tuple[str, ...], data_dir: str | Path | None,
+                 tokens: bool | None) -> list[Path]:
+    """The store paths of (dataset, backbone); raise StoresMissingError with the extract commands if any is missing."""
+    paths = [store_path(dataset, b, data_dir) for b in backbones]
+    missing = [(b, p) for b, p in zip(backbones, paths, strict=True) if not p.exists()]
+    if missing:
+        lines = "\n".join(f"  {extract_command(dataset, b, tokens=bool(tokens), data_dir=data_dir)}"
+                          for b, _ in missing)
+        raise StoresMissingError(f"`embedcache train {head}` needs the stores {', '.join(str(p) for _, p in missing)}"
+                                 f" (dataset {dataset!r}, backbones {', '.join(backbones)}); make them with:\n{lines}")
+    return paths
+
+
+def load_pairs_data(paths: list[Path], split: str, *, pairing: str, tokens: bool | None, miner_path: Path | None,
+                    threshold: float, data_dir: str | Path | None) -> tuple[PairData, dict[str, Any]]:
+    """Load the split of every store and join them; for pairing 'mined' mine (or reuse) the caption pairs."""
+    views = [load_view(p, split, tokens=tokens) for p in paths]
+    info: dict[str, Any] = {"pairing": pairing, "split": split}
+    if pairing == "mined":
+        from embedcache.pairs import ensure_pairs
+
+        mined = ensure_pairs(miner_path or paths[0], split, threshold, data_dir=data_dir)
+        a, b = mined.symmetric()
+        data = join(views, "table", a_ids=a, b_ids=b)
+        info.update(pairs_file=str(mined.path), pairs_fingerprint=mined.fingerprint, threshold=threshold,
+                    mined_pairs=len(mined))
+    else:
+        data = join(views, pairing)
+    info.update(rows=len(data), dropped=data.dropped)
+    return data, info
+
+
+def holdout(data: PairData, fraction: float, seed: int) -> tuple[PairData, PairData]:
+    """Split rows into train/val by whole groups (the column with fewest distinct items, e.g. the image), so
+    no image has captions on both sides."""
+    col = min(range(data.rows.shape[1]), key=lambda m: len(torch.unique(data.rows[:, m])))
+    groups = torch.unique(data.rows[:, col])
+    perm = groups[torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed))]
+    val_groups = perm[: max(1, int(len(groups) * fraction))]
+    is_val = torch.isin(data.rows[:, col], val_groups)
+    return data.subset(torch.nonzero(~is_val).squeeze(1)), data.subset(torch.nonzero(is_val).squeeze(1))
+
+
+def _inputs(data: PairData) -> list[dict[str, Any]]:
+    return [{"path": v.path, "dataset": v.attrs.get("dataset", ""), "backbone": v.attrs.get("backbone", ""),
+             "modality": v.attrs.get("modality", ""), "fingerprint": v.fingerprint, "tokens": v.uses_tokens,
+             "dim": v.dim} for v in data.views]
+
+
+def train(
+    head: str = "cbmf-add", *, setting: str | None = None, dataset: str | None = None,
+    backbones: tuple[str, ...] | list[str] | None = None, data_dir: str | Path | None = None,
+    train_split: str = "train", val_split: str = "val", val_fraction: float = 0.1, pairing: str | None = None,
+    threshold: float | None = None, tokens: bool | None = None, epochs: int = 100, batch_size: int = 64,
+    lr: float = 1e-3, weight_decay: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.8,
+    early_stop_patience: int = 5, seed: int = 0, targets: str | None = None, options: dict[str, Any] | None = None,
+    device: str | None = None, progress: bool = True, runs_root: str | Path | None = None, force: bool = False,
+) -> Run:
+    """Train the registered head `head` from stores and write its run; returns the finished Run.
+
+    Unset dataset/backbones/pairing/threshold come from the head's default setting (SETTINGS; `cbmf-add`:
+    text-image on `shapes`, effnet-lite0 + minilm). tokens: True/False, or None to use token sequences when
+    the stores hold them. val_split missing from the stores: `val_fraction` of the training groups is held
+    out. targets ('hard'/'soft') and `options` set head options. An identical finished run (same run id) is
+    returned without retraining unless `force`.
+    """
+    st = SETTINGS.get(setting or HEADS.get(head).setting_for(head))
+    dataset, backbones = dataset or st.dataset, tuple(backbones or st.backbones)
+    pairing, threshold = pairing or st.pairing, st.threshold if threshold is None else threshold
+    paths = check_stores(head, dataset, backbones, data_dir, tokens)
+    miner = store_path(dataset, st.miner, data_dir) if st.miner and st.miner in backbones else paths[0]
+    t0 = time.perf_counter()
+    load = {"pairing": pairing, "tokens": tokens, "miner_path": miner, "threshold": threshold, "data_dir": data_dir}
+    train_data, train_info = load_pairs_data(paths, train_split, **load)
+    if all(val_split in _splits(p) for p in paths):
+        val_data, val_info = load_pairs_data(paths, val_split, **load)
+    else:
+        train_data, val_data = holdout(train_data, val_fraction, seed)
+        val_info = {"held_out_from": train_split, "fraction": val_fraction, "rows": len(val_data)}
+    load_seconds = time.perf_counter() - t0
+    opts = {**(options or {}), **({"targets": targets} if targets else {})}
+    spec = HeadSpec.create(head, [v.dim for v in train_data.views],
+                           [v.attrs.get("modality", "") for v in train_data.views], **opts)
+    cfg = TrainCfg(epochs, batch_size, lr, weight_decay, plateau_patience, plateau_factor, early_stop_patience, seed)
+    key = {"head": spec, "train": cfg, "inputs": [(i["fingerprint"], i["tokens"]) for i in _inputs(train_data)],
+           "pairs": [train_info, val_info], "splits": [train_split, val_split]}
+    run_id = make_run_id(head, key)
+    if not force and (done := find_run(run_id, runs_root)) is not None:
+        return done
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = create_head(spec).to(dev)
+    result = fit(model, train_data.to(dev), val_data.to(dev), cfg, progress=progress)
+    record = {
+        "run_id": run_id, "head": spec, "head_cfg": asdict(model.cfg), "train": cfg, "seed": seed,
+        "setting": st.name if setting or dataset == st.dataset else None, "inputs": _inputs(train_data),
+        "pairs": {"train": train_info, "val": val_info}, "device": str(dev),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "metrics": {"train": {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+                              "epochs_run": len(result.history), "stopped_early": float(result.stopped_early)}},
+        "history": result.history,
+        "timings": {"load_s": load_seconds, "train_s": result.train_seconds,
+                    "epoch_s_mean": float(np.mean([h["seconds"] for h in result.history])),
+                    "items_per_s_mean": float(np.mean([h["items_per_s"] for h in result.history]))},
+    }
+    return save_run(to_plain(record), model, runs_root)
+
+
+def _splits(path: Path) -> list[str]:
+    from embedcache.store import open_store
+
+    with open_store(path) as store:
+        return list(store.splits)
