@@ -166,7 +166,7 @@ def test_bad_images_are_recorded_as_skips_with_reasons(data_dir, messy_dataset):
 
 def test_bad_image_fails_naming_the_item_and_the_fix(data_dir, messy_dataset):
     good, bad = messy_dataset
-    with pytest.raises(ExtractError, match="'trunc'.*on-error skip"):
+    with pytest.raises(ExtractError, match="(?s)'trunc'.*on-error skip"):
         extract("messy", "effnet-lite0", data_dir=data_dir, workers=0,
                 dataset_options={"images": {"gray": good["gray"], "trunc": bad["trunc"]}})
 
