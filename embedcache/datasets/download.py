@@ -1,0 +1,245 @@
+"""`embedcache download NAME`: fetch a dataset's official archives into its published layout.
+
+Each source lists its files (URL, published checksum where one exists, and where the archive unpacks to).
+Downloads resume: bytes go to ``<file>.part`` and a rerun asks the server for the rest (HTTP Range). A
+finished file is checked against its md5/sha256 (a mismatch deletes it and fails), then unpacked into ``dest``
+and deleted; a ``.<file>.done`` marker makes a rerun skip it. The base URL of every file can be replaced
+(argument `base_url`, else $EMBEDCACHE_DOWNLOAD_BASE) by a mirror serving the same file names.
+
+Checksums: CIFAR-10/100 and Fashion-MNIST md5s as listed in torchvision/datasets/{cifar,mnist}.py; Tiny
+ImageNet's md5 as used by public loaders (e.g. the TinyImageNet VisionDataset classes that download it).
+COCO, Flickr8k and GLUE publish none. MVSA and MMSD have no direct download: `download` says where to ask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from embedcache import __version__
+from embedcache.registry import Registry
+
+ENV_BASE = "EMBEDCACHE_DOWNLOAD_BASE"
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed (network, HTTP status, incomplete file); the message says how to retry."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded file does not match its published checksum (it has been deleted)."""
+
+
+class NoDownloadError(DownloadError):
+    """The dataset has no direct download; the message says where to request it and the layout to unpack to."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a source: its URL, published checksum, and the folder (relative to dest) it unpacks into
+    (None: keep the file as downloaded)."""
+
+    url: str
+    md5: str | None = None
+    sha256: str | None = None
+    extract_to: str | None = "."
+
+    @property
+    def filename(self) -> str:
+        return unquote(PurePosixPath(urlparse(self.url).path).name)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset comes from: its files, or (no direct download) where to request it."""
+
+    name: str
+    files: tuple[RemoteFile, ...] = ()
+    request: str | None = None
+    layout: str = ""
+
+
+SOURCES: Registry[Source] = Registry("download source")
+
+
+def _add(source: Source) -> None:
+    SOURCES.register(source.name, source)
+
+
+KRIZ = "https://www.cs.toronto.edu/~kriz"
+FMNIST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+COCO = "http://images.cocodataset.org"
+GLUE = "https://dl.fbaipublicfiles.com/glue/data"
+SENTEVAL = "https://dl.fbaipublicfiles.com/senteval/senteval_data"
+FLICKR = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k"
+
+_add(Source("cifar10", (RemoteFile(f"{KRIZ}/cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a"),)))
+_add(Source("cifar100", (RemoteFile(f"{KRIZ}/cifar-100-python.tar.gz", md5="eb9058c3a382ffc7106e4002c42a8d85"),)))
+_add(Source("fashion-mnist", tuple(RemoteFile(f"{FMNIST}/{name}", md5=md5, extract_to=None) for name, md5 in (
+    ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+    ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+    ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+    ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+))))
+_add(Source("tiny-imagenet", (RemoteFile("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                                         md5="90528d7ca1a48142e341f4ef8d21d0de"),)))
+for _year, _name in ((2014, "coco"), (2017, "coco-2017")):
+    _add(Source(_name, (RemoteFile(f"{COCO}/annotations/annotations_trainval{_year}.zip"),
+                        RemoteFile(f"{COCO}/zips/train{_year}.zip"), RemoteFile(f"{COCO}/zips/val{_year}.zip"))))
+_add(Source("flickr8k", (RemoteFile(f"{FLICKR}/Flickr8k_Dataset.zip"),
+                         RemoteFile(f"{FLICKR}/Flickr8k_text.zip", extract_to="Flickr8k_text"))))
+_add(Source("qqp", (RemoteFile(f"{GLUE}/QQP-clean.zip"),)))
+_add(Source("stsb", (RemoteFile(f"{GLUE}/STS-B.zip"),)))
+# MRPC is not hosted by GLUE: the msr files as mirrored by SentEval plus GLUE's dev ids (as the HF builder does).
+_add(Source("mrpc", (RemoteFile(f"{SENTEVAL}/msr_paraphrase_train.txt", extract_to=None),
+                     RemoteFile(f"{SENTEVAL}/msr_paraphrase_test.txt", extract_to=None),
+                     RemoteFile(f"{GLUE}/mrpc_dev_ids.tsv", extract_to=None))))
+_MVSA = ("request MVSA-{kind} from its authors (MCRLab, University of Ottawa: "
+         "http://mcrlab.net/research/mvsa-sentiment-analysis-on-multi-view-social-data/)")
+_add(Source("mvsa-single", request=_MVSA.format(kind="Single"),
+            layout="<dest>/labelResultAll.txt, <dest>/data/<id>.jpg, <dest>/data/<id>.txt"))
+_add(Source("mvsa-multiple", request=_MVSA.format(kind="Multiple"),
+            layout="<dest>/labelResultAll.txt (3 annotators), <dest>/data/<id>.jpg, <dest>/data/<id>.txt"))
+_add(Source("mmsd", request=(
+    "get the text files from github.com/headacheboy/data-of-multimodal-sarcasm-detection (text/) or "
+    "github.com/JoeYing1019/MMSD2.0 (data/text_json_final/), and the images from the link in the first "
+    "repository's README"),
+    layout="<dest>/text/train.txt, valid2.txt, test2.txt (or text_json_final/*.json), <dest>/dataset_image/<id>.jpg"))
+
+
+def download(name: str, dest: Path, base_url: str | None = None) -> Path:
+    """Fetch dataset `name` into `dest` in its published layout and return `dest` (pass it as --root, or use
+    <data-dir>/raw/<name> as dest so the adapter finds it by itself). Resumes partial downloads, checks
+    published checksums, unpacks archives; raises NoDownloadError for datasets that must be requested."""
+    source = SOURCES.get(name)
+    dest = Path(dest)
+    if source.request:
+        raise NoDownloadError(f"dataset {name!r} has no direct download: {source.request}.\n"
+                              f"Unpack it so that: {source.layout.replace('<dest>', str(dest))}")
+    base = base_url or os.environ.get(ENV_BASE) or None
+    dest.mkdir(parents=True, exist_ok=True)
+    for remote in source.files:
+        _fetch_one(name, remote, dest, base)
+    return dest
+
+
+def _fetch_one(name: str, remote: RemoteFile, dest: Path, base: str | None) -> None:
+    done = dest / f".{remote.filename}.done"
+    if done.exists():
+        return
+    url = f"{base.rstrip('/')}/{remote.filename}" if base else remote.url
+    path = dest / remote.filename
+    if not (path.is_file() and _checksum_ok(remote, path)):
+        fetch(url, path)
+        verify(remote, path, name)
+    if remote.extract_to is not None:
+        extract(path, dest / remote.extract_to, strip_same_name=remote.extract_to != ".")
+        path.unlink()
+    done.touch()
+
+
+def fetch(url: str, path: Path) -> Path:
+    """GET `url` into `path` through `<path>.part`, resuming a partial .part with an HTTP Range request."""
+    part = path.with_name(path.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": f"embedcache/{__version__}"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to send: the .part is complete
+            part.replace(path)
+            return path
+        raise DownloadError(f"GET {url}: HTTP {exc.code} {exc.reason}. Retry later, or set {ENV_BASE} to a mirror "
+                            f"serving {path.name}, or put the file in {path.parent} yourself.") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(f"GET {url}: {getattr(exc, 'reason', exc)}. Check the network, or set {ENV_BASE} to a "
+                            f"mirror, or put {path.name} in {path.parent} yourself.") from None
+    with resp:
+        resumed = resp.status == 206  # else the server ignored Range and sends the whole file again
+        length = resp.headers.get("Content-Length")
+        total = (have if resumed else 0) + int(length) if length is not None else None
+        try:
+            _stream(resp, part, "ab" if resumed else "wb", have if resumed else 0, total, path.name)
+        except (http.client.HTTPException, OSError) as exc:
+            raise DownloadError(f"GET {url}: interrupted after {part.stat().st_size} bytes ({exc!r}); "
+                                f"rerun the same command to resume.") from None
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise DownloadError(f"GET {url}: got {size} of {total} bytes; rerun the same command to resume.")
+    part.replace(path)
+    return path
+
+
+def _stream(resp: Any, part: Path, mode: str, start: int, total: int | None, label: str) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar, open(part, mode) as out:
+        task = bar.add_task(label, total=total, completed=start)
+        while chunk := resp.read(CHUNK):
+            out.write(chunk)
+            bar.advance(task, len(chunk))
+
+
+def _digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _checksum_ok(remote: RemoteFile, path: Path) -> bool:
+    return all(_digest(path, algo) == want for algo, want in (("md5", remote.md5), ("sha256", remote.sha256))
+               if want)
+
+
+def verify(remote: RemoteFile, path: Path, name: str) -> None:
+    """Raise ChecksumError (and delete `path`) when it does not match the published md5/sha256."""
+    for algo, want in (("md5", remote.md5), ("sha256", remote.sha256)):
+        if want and (found := _digest(path, algo)) != want:
+            path.unlink()
+            raise ChecksumError(
+                f"{path.name}: {algo} {found} does not match the published {want}; the file was deleted. "
+                f"Rerun `embedcache download {name}` to fetch it again (a mirror set by {ENV_BASE} must serve "
+                f"the official file).")
+
+
+def extract(archive: Path, target: Path, strip_same_name: bool = False) -> Path:
+    """Unpack a .zip / .tar(.gz) into `target`; __MACOSX entries are skipped. With `strip_same_name`, an archive
+    whose members all sit in one folder named like `target` unpacks into target's parent (no target/target)."""
+    target.mkdir(parents=True, exist_ok=True)
+    top = {n.split("/", 1)[0] for n in _members(archive)}
+    into = target.parent if strip_same_name and top == {target.name} else target
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:  # extract() sanitises '..' and absolute names
+            zf.extractall(into, members=[m for m in zf.namelist() if not m.startswith("__MACOSX/")])
+    else:
+        with tarfile.open(archive) as tf:
+            tf.extractall(into, filter="data")  # refuses links and paths outside `into`
+    return target
+
+
+def _members(archive: Path) -> list[str]:
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            return [n for n in zf.namelist() if not n.startswith("__MACOSX/")]
+    try:
+        with tarfile.open(archive) as tf:
+            return tf.getnames()
+    except tarfile.TarError as exc:
+        raise DownloadError(f"{archive}: not a zip or tar archive ({exc}); delete it and rerun the download") from None

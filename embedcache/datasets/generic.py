@@ -1,0 +1,149 @@
+"""Generic adapters for users' own data: `imagefolder` and `pairs-tsv`. Their store name comes from --name.
+
+imagefolder (torchvision ImageFolder's layout, plus optional captions)::
+
+    <root>/<class>/<image>.jpg            one folder per class; classes sorted by name = label index
+    <root>/<class>/<image>.txt            optional sidecar: the image's caption on its first line
+    or <root>/{train,val,test}/<class>/<image>   when every top-level folder is a split name
+
+pairs-tsv::
+
+    <root>/<split>.tsv   (or --root pointing at one .tsv file: one split named after it)
+    a header row naming the columns; options a, b (the two text columns), score (a number: a score or a 0/1
+    label), optional id_a, id_b (sentence id columns; default '<line>-a' / '<line>-b'), delimiter (default tab)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedcache.datasets import DATASETS
+from embedcache.datasets.base import Dataset, DatasetNotFoundError, Item, Pair, Split
+from embedcache.datasets.common import Row, check_choice, decode, find_root, read_lines, read_tsv
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+SPLIT_NAMES = ("train", "val", "valid", "dev", "test")
+FOLDER_LAYOUT = """\
+<root>/<class>/<image>.jpg   (+ optional <image>.txt caption beside it)
+or <root>/train|val|test/<class>/<image>.jpg"""
+PAIRS_LAYOUT = """\
+<root>/<split>.tsv   with a header row; columns named by the options a, b, score (and optional id_a, id_b)"""
+
+
+@DATASETS.register("imagefolder")
+class ImageFolder(Dataset):
+    """Images sorted into one folder per class, optionally split into train/val/test folders, with captions."""
+
+    name = "imagefolder"
+    version = "1"
+    modalities = ("image", "text")
+    label_kind = "single"
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        super().__init__(root)
+
+    def _root(self) -> Path:
+        if self.root is None:
+            raise DatasetNotFoundError(self.name, ["(no --root given)"], FOLDER_LAYOUT,
+                                       "pass --root <folder> and --name <store name>")
+        return find_root(self.name, self.root, ["."], FOLDER_LAYOUT, "pass --root <folder> and --name <store name>")
+
+    def _split_dirs(self) -> dict[str, Path]:
+        root = self._root()
+        dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if dirs and all(p.name in SPLIT_NAMES for p in dirs):
+            return {p.name: p for p in dirs}
+        return {"all": root}
+
+    def splits(self) -> list[str]:
+        return list(self._split_dirs())
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        names = {p.name for d in self._split_dirs().values() for p in d.iterdir()
+                 if p.is_dir() and not p.name.startswith(".")}
+        return tuple(sorted(names))
+
+    def load_split(self, split: str) -> Split:
+        folder = self._split_dirs()[check_choice("split", split, self.splits())]
+        index = {c: i for i, c in enumerate(self.classes)}
+        images, texts = [], []
+        for cls in sorted(p for p in folder.iterdir() if p.is_dir() and p.name in index):
+            for path in sorted(cls.iterdir()):
+                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                item_id = f"{cls.name}/{path.name}"
+                images.append(Item(id=item_id, image=str(path), label=index[cls.name]))
+                if path.with_suffix(".txt").is_file():
+                    texts.append(_caption(path.with_suffix(".txt"), item_id, index[cls.name]))
+        return Split(split, images, texts)
+
+
+def _caption(path: Path, image_id: str, label: int) -> Item:
+    lines = read_lines(path)
+    text, error = decode(lines[0] if lines else b"", image_id)
+    if error is None and not text.strip():
+        text, error = None, f"empty caption in {path.name}"
+    return Item(id=image_id, text=text.strip() if text else None, link=image_id, label=label, error=error)
+
+
+@DATASETS.register("pairs-tsv")
+class PairsTsv(Dataset):
+    """Text pairs with a score or 0/1 label from delimited files with a header; columns chosen by options."""
+
+    name = "pairs-tsv"
+    version = "1"
+    modalities = ("text",)
+    label_kind = "none"
+
+    def __init__(self, root: str | Path | None = None, *, a: str = "sentence1", b: str = "sentence2",
+                 score: str = "score", id_a: str | None = None, id_b: str | None = None,
+                 delimiter: str = "\t") -> None:
+        if (id_a is None) != (id_b is None):
+            raise ValueError("options id_a and id_b go together: give both sentence-id columns or neither")
+        super().__init__(root, a=a, b=b, score=score, id_a=id_a, id_b=id_b, delimiter=delimiter)
+
+    def _files(self) -> dict[str, Path]:
+        if self.root is not None and self.root.is_file():
+            return {self.root.stem: self.root}
+        if self.root is None:
+            raise DatasetNotFoundError(self.name, ["(no --root given)"], PAIRS_LAYOUT,
+                                       "pass --root <folder or .tsv file> and --name <store name>")
+        root = find_root(self.name, self.root, ["."], PAIRS_LAYOUT, "pass --root <folder or file>")
+        files = {p.stem: p for p in sorted(root.glob("*.tsv"))}
+        if not files:
+            raise DatasetNotFoundError(self.name, [f"{root}/*.tsv"], PAIRS_LAYOUT, "put <split>.tsv files there")
+        return files
+
+    def splits(self) -> list[str]:
+        return list(self._files())
+
+    def load_split(self, split: str) -> Split:
+        path = self._files()[check_choice("split", split, self.splits())]
+        o = self._options
+        texts: dict[str, Item] = {}
+        pairs = []
+        required = [c for c in (o["a"], o["b"], o["score"], o["id_a"], o["id_b"]) if c]
+        for row in read_tsv(path, required, delimiter=o["delimiter"]):
+            parsed = self._parse(row)
+            if isinstance(parsed, str):
+                texts[f"{path.name}:{row.line}"] = Item(id=f"{path.name}:{row.line}", error=parsed)
+                continue
+            (ia, ta), (ib, tb), score = parsed
+            texts.setdefault(ia, Item(id=ia, text=ta))
+            texts.setdefault(ib, Item(id=ib, text=tb))
+            pairs.append(Pair(ia, ib, score))
+        return Split(split, texts=list(texts.values()), pairs=pairs)
+
+    def _parse(self, row: Row) -> tuple[tuple[str, str], tuple[str, str], float] | str:
+        if row.fields is None:
+            return row.error or "unreadable row"
+        o, f = self._options, row.fields
+        try:
+            score = float(f[o["score"]])
+        except ValueError:
+            return f"column {o['score']!r} is {f[o['score']]!r}, expected a number"
+        ids = (f[o["id_a"]], f[o["id_b"]]) if o["id_a"] else (f"{row.line}-a", f"{row.line}-b")
+        if not f[o["a"]].strip() or not f[o["b"]].strip():
+            return "empty text"
+        return (ids[0], f[o["a"]]), (ids[1], f[o["b"]]), score

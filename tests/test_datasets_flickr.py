@@ -1,0 +1,85 @@
+"""Flickr8k adapter on a fixture in the original release's layout (Flicker8k_Dataset/, Flickr8k_text/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
+from embedcache.datasets import flickr as _flickr  # noqa: F401  (registers "flickr8k")
+
+IMAGES = {"train": ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg"],
+          "dev": ["2090545563_a4e66ec76b.jpg"], "test": ["3385593926_d3e9c21170.jpg"]}
+FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
+
+
+def write_flickr(root: Path, text_dir: str = "Flickr8k_text", bad_line: bytes | None = None) -> Path:
+    images = root / "Flicker8k_Dataset"  # sic: the published folder name
+    images.mkdir(parents=True)
+    text = root / text_dir if text_dir else root
+    text.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for names in IMAGES.values():
+        for name in names:
+            Image.new("RGB", (20, 10), "blue").save(images / name, "JPEG")
+            lines += [f"{name}#{k}\tA dog number {k} runs .".encode() for k in range(5)]
+    # the release's quirk: captions for an image that is in no split list and not in the image folder
+    lines += [f"2258277193_586949ec62.jpg.1#{k}\tA ghost .".encode() for k in range(5)]
+    lines[3] = "1000268201_693b08cb0e.jpg#3\tCaf\xe9 sign .".encode("latin-1")  # one non-UTF-8 line
+    if bad_line is not None:
+        lines.append(bad_line)
+    (text / "Flickr8k.token.txt").write_bytes(b"\n".join(lines) + b"\n")
+    for split, names in IMAGES.items():
+        (text / FILES[split]).write_text("\n".join(names) + "\n")
+    return root
+
+
+def test_reads_published_splits_and_links(tmp_path: Path) -> None:
+    ds = create_dataset("flickr8k", root=write_flickr(tmp_path))
+    assert ds.splits() == ["train", "dev", "test"]
+    train = ds.load_split("train")
+    assert [it.id for it in train.images] == IMAGES["train"]
+    assert train.images[0].image == str(tmp_path / "Flicker8k_Dataset" / IMAGES["train"][0])
+    assert len(train.texts) == 10
+    assert train.texts[0].id == "1000268201_693b08cb0e.jpg#0" and train.texts[0].link == IMAGES["train"][0]
+    assert train.texts[0].text == "A dog number 0 runs ."
+    assert {it.link for it in train.texts} == set(IMAGES["train"])
+    test = ds.load_split("test")
+    assert len(test.images) == 1 and len(test.texts) == 5
+    assert not any("2258277193" in it.id for sp in ("train", "dev", "test") for it in ds.load_split(sp).texts)
+
+
+def test_non_utf8_caption_is_one_item_error(tmp_path: Path) -> None:
+    train = create_dataset("flickr8k", root=write_flickr(tmp_path)).load_split("train")
+    bad = [it for it in train.texts if it.error]
+    assert [it.id for it in bad] == ["1000268201_693b08cb0e.jpg#3"]
+    assert "UTF-8" in bad[0].error and bad[0].text is None
+
+
+def test_text_files_directly_in_root(tmp_path: Path) -> None:
+    ds = create_dataset("flickr8k", root=write_flickr(tmp_path, text_dir=""))
+    assert len(ds.load_split("dev").texts) == 5
+
+
+def test_line_without_caption_key_is_a_format_error(tmp_path: Path) -> None:
+    root = write_flickr(tmp_path, bad_line=b"no key here")
+    with pytest.raises(DatasetFormatError, match=r"Flickr8k.token.txt, line 26"):
+        create_dataset("flickr8k", root=root).load_split("train")
+
+
+def test_caption_without_text_is_an_item_error(tmp_path: Path) -> None:
+    root = write_flickr(tmp_path, bad_line=b"1001773457_577c3a7d70.jpg#5")
+    texts = create_dataset("flickr8k", root=root).load_split("train").texts
+    assert [it.error for it in texts if it.id.endswith("#5")] == ["no tab between caption id and caption"]
+
+
+def test_missing_token_file_and_missing_root(tmp_path: Path) -> None:
+    root = write_flickr(tmp_path / "a")
+    (root / "Flickr8k_text" / "Flickr8k.token.txt").unlink()
+    with pytest.raises(DatasetFormatError, match="Flickr8k.token.txt"):
+        create_dataset("flickr8k", root=root).load_split("train")
+    with pytest.raises(DatasetNotFoundError, match="Flicker8k_Dataset") as err:
+        create_dataset("flickr8k", root=tmp_path / "nowhere").load_split("train")
+    assert "embedcache download flickr8k" in str(err.value)
