@@ -118,6 +118,14 @@ def test_broken_json_names_file_and_line(tmp_path: Path) -> None:
         create_dataset("coco", root=root).load_split("val")
 
 
+def test_record_without_a_key_is_a_format_error(tmp_path: Path) -> None:
+    root = write_coco(tmp_path)
+    bad = {"images": [{"file_name": "x.jpg"}], "annotations": []}
+    (root / "annotations" / "captions_val2014.json").write_text(json.dumps(bad))
+    with pytest.raises(DatasetFormatError, match="lacks or mistypes 'id'"):
+        create_dataset("coco", root=root).load_split("val")
+
+
 def test_unknown_year_is_refused() -> None:
     with pytest.raises(ValueError, match="2014, 2017"):
         create_dataset("coco", year=2015)

@@ -58,11 +58,13 @@ def test_stsb_scores_from_the_last_column(tmp_path: Path) -> None:
         "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man is playing a flute.\t"
         "A man plays a \"flute\".\t3.800",
         "2\tmain-news\theadlines\t2013\t0005\tnone\tnone\tBad score row.\tStill bad.\thigh",
+        "3\tmain-forums\tanswers-forums\t2015\t0007\tnone\tnone\tX.\tY.\t1.250\tsrc-a\tsrc-b",  # trailing extras
     ])
     _write(root / "dev.tsv", [STSB_HEADER, "0\tmain-news\theadlines\t2015\t0001\tnone\tnone\tA.\tB.\t0.000"])
     ds = create_dataset("stsb", root=root)
     train = ds.load_split("train")
-    assert [(p.a, p.b, p.score) for p in train.pairs] == [("0-1", "0-2", 5.0), ("1-1", "1-2", 3.8)]
+    assert [(p.a, p.b, p.score) for p in train.pairs] == [
+        ("0-1", "0-2", 5.0), ("1-1", "1-2", 3.8), ("3-1", "3-2", 1.25)]
     assert {it.id: it.text for it in train.texts}["1-2"] == 'A man plays a "flute".'
     assert [it.error for it in train.texts if it.error] == ["score is 'high', expected a number"]
 
@@ -76,7 +78,9 @@ def test_wrong_header_is_a_format_error(tmp_path: Path) -> None:
 
 def test_mrpc_glue_layout(tmp_path: Path) -> None:
     root = tmp_path / "MRPC"
-    _write(root / "train.tsv", [MRPC_HEADER, "1\t702876\t702977\tAmrozi accused his brother .\tReferring to him .",
+    # GLUE's script copies the msr header line into train.tsv, UTF-8 byte-order mark included
+    _write(root / "train.tsv", [b"\xef\xbb\xbf" + MRPC_HEADER.encode(),
+                                "1\t702876\t702977\tAmrozi accused his brother .\tReferring to him .",
                                 "0\t2108705\t2108831\tYucaipa owned Dominick 's .\tYucaipa bought it ."])
     _write(root / "dev.tsv", [MRPC_HEADER, "1\t1355540\t1355592\tHe said .\tHe says ."])
     _write(root / "test.tsv", ["index\t#1 ID\t#2 ID\t#1 String\t#2 String", "0\t1\t2\ta\tb"])

@@ -210,3 +210,8 @@ def test_http_error_and_request_only_datasets(tmp_path: Path, server: Server) ->
     assert f"{tmp_path / 'mvsa'}/labelResultAll.txt" in str(err.value)
     with pytest.raises(dl.NoDownloadError, match="headacheboy"):
         dl.download("mmsd", tmp_path)
+
+
+def test_default_destination_is_the_adapters_raw_dir(tmp_path: Path) -> None:
+    assert dl.default_dest("coco-2017", tmp_path) == tmp_path / "raw" / "coco"
+    assert dl.default_dest("cifar10", tmp_path) == tmp_path / "raw" / "cifar10"

@@ -70,6 +70,14 @@ class Coco(Dataset):
 
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
+        try:
+            return self._read(split)
+        except (KeyError, TypeError) as exc:  # a record without 'id', 'image_id', 'file_name', ...
+            raise DatasetFormatError(f"COCO {split} annotations: a record lacks or mistypes {exc}; expected the "
+                                     f"COCO annotation format (images: id, file_name; annotations: id, image_id, "
+                                     f"caption / category_id)") from None
+
+    def _read(self, split: str) -> Split:
         root, year = self._root(), self._options["year"]
         folder = f"{split}{year}"
         captions = _load_json(require_file(root / "annotations" / f"captions_{folder}.json", "COCO captions file",

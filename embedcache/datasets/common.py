@@ -89,10 +89,11 @@ class Row:
     error: str | None = None
 
 
-def read_tsv(path: Path, required: Sequence[str], *, delimiter: str = "\t") -> Iterator[Row]:
+def read_tsv(path: Path, required: Sequence[str], *, delimiter: str = "\t", extra_ok: bool = False) -> Iterator[Row]:
     """Rows of a delimited file with a header row, split on the delimiter only (no quoting: GLUE's loaders read
     with csv.QUOTE_NONE because sentences contain bare quotes). The header must name every `required` column
-    (else DatasetFormatError); a row with the wrong number of fields or bad UTF-8 is yielded with an error."""
+    (else DatasetFormatError); a row with the wrong number of fields or bad UTF-8 is yielded with an error.
+    With `extra_ok`, fields beyond the header's are ignored (csv.DictReader's behaviour, as the HF builder)."""
     lines = read_lines(path)
     header = lines[0].decode("utf-8", errors="replace").split(delimiter) if lines else []
     missing = [c for c in required if c not in header]
@@ -109,6 +110,8 @@ def read_tsv(path: Path, required: Sequence[str], *, delimiter: str = "\t") -> I
             yield Row(n, None, why)
             continue
         cells = text.split(delimiter)
+        if extra_ok:
+            cells = cells[: len(header)]
         if len(cells) != len(header):
             yield Row(n, None, f"malformed row: {len(cells)} fields, the header has {len(header)}")
             continue

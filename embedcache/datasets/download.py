@@ -67,6 +67,7 @@ class Source:
     files: tuple[RemoteFile, ...] = ()
     request: str | None = None
     layout: str = ""
+    dataset: str = ""  # the adapter that reads it (default: `name`); its raw dir is the default destination
 
 
 SOURCES: Registry[Source] = Registry("download source")
@@ -95,7 +96,8 @@ _add(Source("tiny-imagenet", (RemoteFile("http://cs231n.stanford.edu/tiny-imagen
                                          md5="90528d7ca1a48142e341f4ef8d21d0de"),)))
 for _year, _name in ((2014, "coco"), (2017, "coco-2017")):
     _add(Source(_name, (RemoteFile(f"{COCO}/annotations/annotations_trainval{_year}.zip"),
-                        RemoteFile(f"{COCO}/zips/train{_year}.zip"), RemoteFile(f"{COCO}/zips/val{_year}.zip"))))
+                        RemoteFile(f"{COCO}/zips/train{_year}.zip"), RemoteFile(f"{COCO}/zips/val{_year}.zip")),
+                dataset="coco"))  # both years share <data-dir>/raw/coco (annotations/ names differ by year)
 _add(Source("flickr8k", (RemoteFile(f"{FLICKR}/Flickr8k_Dataset.zip"),
                          RemoteFile(f"{FLICKR}/Flickr8k_text.zip", extract_to="Flickr8k_text"))))
 _add(Source("qqp", (RemoteFile(f"{GLUE}/QQP-clean.zip"),)))
@@ -115,6 +117,13 @@ _add(Source("mmsd", request=(
     "github.com/JoeYing1019/MMSD2.0 (data/text_json_final/), and the images from the link in the first "
     "repository's README"),
     layout="<dest>/text/train.txt, valid2.txt, test2.txt (or text_json_final/*.json), <dest>/dataset_image/<id>.jpg"))
+
+
+def default_dest(name: str, data_dir: str | Path | None = None) -> Path:
+    """Where `download(name, ...)` should put its files so the adapter finds them: <data-dir>/raw/<dataset>."""
+    from embedcache.paths import raw_dir
+
+    return raw_dir(SOURCES.get(name).dataset or name, data_dir)
 
 
 def download(name: str, dest: Path, base_url: str | None = None) -> Path:

@@ -18,7 +18,7 @@ STS-B's ``<index>-1`` / ``<index>-2`` (a repeated id within a split is kept once
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,10 +80,12 @@ class _Glue(Dataset):
         return tsv_to_split(split, path, self.spec)
 
 
-def tsv_to_split(split: str, path: Path, spec: GlueSpec, keep: Any = None) -> Split:
+def tsv_to_split(split: str, path: Path, spec: GlueSpec,
+                 keep: Callable[[dict[str, str]], bool] | None = None) -> Split:
     """Read one GLUE TSV into text items and pairs. `keep(row_fields)` may filter rows (MRPC's dev ids)."""
     required = [c for c in (spec.id_a, spec.id_b, spec.index, spec.text_a, spec.text_b, spec.score) if c]
-    rows = (r for r in read_tsv(path, required) if r.fields is None or keep is None or keep(r.fields))
+    # Extra trailing fields are ignored, as csv.DictReader does in the HF builder (which reads every row).
+    rows = (r for r in read_tsv(path, required, extra_ok=True) if r.fields is None or keep is None or keep(r.fields))
     return _assemble(split, rows, spec, path.name)
 
 
