@@ -47,14 +47,14 @@ def _size(n: int) -> str:
 @contextmanager
 def _user_errors():
     """Known, actionable errors print as one red message and exit 1; anything else keeps its traceback."""
-    from embedcache.backbones import BackboneError
+    from embedcache.backbones.common import OfflineWeightsError, WeightsNotFoundError
     from embedcache.datasets import DatasetFormatError, DatasetNotFoundError
     from embedcache.extract import ExtractError
     from embedcache.registry import UnknownNameError
     from embedcache.store import StoreError
 
     known = (UnknownNameError, DatasetNotFoundError, DatasetFormatError, ExtractError, StoreError,
-             BackboneError)
+             OfflineWeightsError, WeightsNotFoundError)
     try:
         yield
     except known as exc:
