@@ -1,8 +1,8 @@
 """COCO Captions (2014 or 2017) with the 80 instance categories as multi-labels.
 
-Published layout (cocodataset.org; annotations_trainval2014.zip / annotations_trainval2017.zip unpack to
-``annotations/``, train2014.zip to ``train2014/``; the same names used by torchvision's CocoCaptions and
-pycocotools)::
+Published layout (images.cocodataset.org: annotations/annotations_trainval2014.zip unpacks to ``annotations/``,
+zips/train2014.zip to ``train2014/``; checked against public download scripts such as
+github Vitonka/image-captioning datasets/coco.sh)::
 
     <root>/annotations/captions_train2014.json    {"images": [{"id", "file_name", ...}],
                                                     "annotations": [{"id", "image_id", "caption"}]}

@@ -1,7 +1,7 @@
 """Tiny ImageNet (tiny-imagenet-200 from cs231n.stanford.edu): 200 classes, 64x64 JPEGs.
 
-Published layout (tiny-imagenet-200.zip; the same files as public loaders such as
-lvyilin/pytorch-fgvc-dataset tiny_imagenet.py read)::
+Published layout (tiny-imagenet-200.zip; checked against public loaders that read val_annotations.txt as
+tab-separated File, Class, X, Y, H, W and train/<wnid>/images/<wnid>_<n>.JPEG)::
 
     <root>/tiny-imagenet-200/wnids.txt               the 200 wnids, one per line
     <root>/tiny-imagenet-200/words.txt               <wnid><TAB><names, comma-separated> for all 82,115 synsets
