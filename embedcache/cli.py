@@ -49,11 +49,12 @@ def _user_errors():
     """Known, actionable errors print as one red message and exit 1; anything else keeps its traceback."""
     from embedcache.backbones.common import OfflineWeightsError, WeightsNotFoundError
     from embedcache.datasets import DatasetFormatError, DatasetNotFoundError
+    from embedcache.datasets.download import DownloadError
     from embedcache.extract import ExtractError
     from embedcache.registry import UnknownNameError
     from embedcache.store import StoreError
 
-    known = (UnknownNameError, DatasetNotFoundError, DatasetFormatError, ExtractError, StoreError,
+    known = (UnknownNameError, DatasetNotFoundError, DatasetFormatError, DownloadError, ExtractError, StoreError,
              OfflineWeightsError, WeightsNotFoundError)
     try:
         yield
@@ -177,6 +178,22 @@ def _extract_summary(path: Path, reports) -> None:
             out.print(f"[yellow]skipped[/] {r.split}/{_escape(item_id)}: {_escape(reason)}")
         if len(r.skipped) > 10:
             out.print(f"[yellow]... and {len(r.skipped) - 10} more skipped in {r.split}[/] (see `embedcache info`)")
+
+
+@app.command()
+def download(
+    dataset: Annotated[str, typer.Argument(help="A dataset with an official download (see `embedcache datasets`).")],
+    dest: Annotated[Optional[Path], typer.Option("--dest", help="Target folder (default <data-dir>/raw/DATASET).")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="A mirror serving the same file names.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Fetch a dataset's official archives into its published layout (resumable, checksummed)."""
+    from embedcache.datasets.download import default_dest
+    from embedcache.datasets.download import download as run_download
+
+    with _user_errors():
+        path = run_download(dataset, dest or default_dest(dataset, _use_data_dir(data_dir)), base_url=base_url)
+    out.print(f"{dataset} is in {path}")
 
 
 @app.command("ls")

@@ -17,7 +17,18 @@ def create_dataset(name: str, root: str | Path | None = None, **options: Any) ->
 
 
 # Importing the modules fills the registry.
-from embedcache.datasets import synthetic  # noqa: E402,F401
+from embedcache.datasets import (  # noqa: E402,F401
+    cifar,
+    coco,
+    fashion_mnist,
+    flickr,
+    generic,
+    glue,
+    mmsd,
+    mvsa,
+    synthetic,
+    tiny_imagenet,
+)
 
 __all__ = [
     "BadItemError",
