@@ -1,0 +1,119 @@
+"""Text encoders through transformers' AutoModel + AutoTokenizer (BERT, RoBERTa, BGE, MiniLM, MPNet, hf:...).
+
+Tokens are the last hidden state (B, T, D) with the attention mask; pooled vectors come from the
+TEXT_POOLINGS registry. Padding rows of the token output are zeroed, so they do not depend on what
+else was in the batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from embedcache.backbones import hf_loading
+from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
+from embedcache.backbones.common import (
+    WeightsSource,
+    check_pooling,
+    compute_dtype,
+    inference,
+    library_versions,
+    resolve_source,
+)
+from embedcache.backbones.pooling import TEXT_POOLINGS
+
+DEFAULT_MAX_LENGTH = 512  # cap for `hf:` models whose tokenizer reports an effectively infinite length
+
+
+class TransformersTextEncoder(Encoder):
+    """A frozen transformers text model with its own tokenizer."""
+
+    def __init__(self, spec: BackboneSpec, model: Any, tokenizer: Any, source: WeightsSource,
+                 pooling: str, has_pooler: bool) -> None:
+        self.spec, self.model, self.tokenizer, self.source = spec, model, tokenizer, source
+        self.poolings = tuple(p for p in TEXT_POOLINGS.names() if has_pooler or p != "pooler")
+        self.pooling = check_pooling(spec, pooling, self.poolings)
+        self.dim = self.token_dim = int(model.config.hidden_size)
+        self.max_length = spec.max_length or min(int(tokenizer.model_max_length), DEFAULT_MAX_LENGTH)
+        self.device = torch.device("cpu")
+        accepted = inspect.signature(model.forward).parameters
+        self._inputs = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in accepted)
+
+    @cached_property
+    def preprocessing(self) -> dict[str, Any]:
+        """Tokenizer facts that change the numbers; lowercasing is measured, not read from a config."""
+        tok = self.tokenizer
+        return {
+            "tokenizer": type(tok).__name__,
+            "vocab_size": len(tok),
+            "max_length": self.max_length,
+            "do_lower_case": tok("ABC Xyz")["input_ids"] == tok("abc xyz")["input_ids"],
+            "padding_side": tok.padding_side,
+            "truncation_side": tok.truncation_side,
+            "tokenizer_sha256": hf_loading.source_sha256(self.spec, self.source, hf_loading.TOKENIZER_NAMES),
+        }
+
+    @cached_property
+    def weights_sha256(self) -> dict[str, str] | None:
+        return hf_loading.weight_sha256(self.spec, self.source)
+
+    def describe(self) -> dict[str, Any]:
+        dtype = compute_dtype(self.spec, self.device)
+        return {
+            "name": self.spec.name, "library": "transformers", "modality": "text",
+            "model_id": self.spec.model_id, "revision": self.spec.revision,
+            "architecture": type(self.model).__name__,
+            "weights_source": self.source.label if self.source.kind == "offline" else self.source.kind,
+            "weights_sha256": self.weights_sha256,
+            "preprocessing": self.preprocessing,
+            "pooling": self.pooling, "dim": self.dim, "token_dim": self.token_dim, "max_length": self.max_length,
+            "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
+            "versions": library_versions("transformers", "tokenizers"),
+        }
+
+    def to(self, device: torch.device | str) -> TransformersTextEncoder:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Pad to the longest text of the batch, truncate at max_length; only the inputs the model takes."""
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        return {k: batch[k] for k in self._inputs if k in batch}
+
+    def encode(self, batch: torch.Tensor | dict[str, torch.Tensor], tokens: bool = False) -> EncoderOutput:
+        inputs = {k: v.to(self.device) for k, v in dict(batch).items() if k in self._inputs}
+        with inference(self.spec, self.device):
+            out = self.model(**inputs)
+        mask = inputs["attention_mask"].bool()  # (B, T), True for real tokens
+        hidden = out.last_hidden_state.float() * mask.unsqueeze(-1)  # (B, T, D), padding rows zeroed
+        pooler = getattr(out, "pooler_output", None)
+        pooled = TEXT_POOLINGS.get(self.pooling)(hidden, None if pooler is None else pooler.float(), mask)
+        return EncoderOutput(pooled.float(), hidden if tokens else None, mask if tokens else None)
+
+
+def create(spec: BackboneSpec, pooling: str | None, weights: str | Path | None) -> TransformersTextEncoder:
+    """Load model + tokenizer from the resolved source and wrap them (on CPU)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_source(spec, weights)
+    tokenizer = hf_loading.from_pretrained(AutoTokenizer, spec, source)
+    model, missing_pooler = hf_loading.load_model(AutoModel, spec, source)
+    has_pooler = getattr(model, "pooler", None) is not None and not missing_pooler
+    if not has_pooler and getattr(model, "pooler", None) is not None:
+        model.pooler = None  # untrained (randomly initialised) pooler: drop it rather than compute noise
+    return TransformersTextEncoder(spec, model, tokenizer, source, pooling or spec.pooling, has_pooler)
+
+
+def prefixed_spec(rest: str) -> BackboneSpec:
+    """`hf:<hub id or local dir>[@revision]`: an AutoModel text encoder, mean pooling by default."""
+    model_id, revision = rest, "main"
+    if not Path(rest).expanduser().exists() and "@" in rest:
+        model_id, revision = rest.rsplit("@", 1)
+    return BackboneSpec(name=f"hf:{rest}", modality="text", library="transformers", model_id=model_id,
+                        revision=revision, pooling="mean", description="any transformers text encoder")
