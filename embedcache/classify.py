@@ -1,0 +1,352 @@
+"""Stage two for classifier heads: labelled stores -> a trained classifier head -> one run with its metrics.
+
+`train_classifier` is the classification counterpart of `embedcache.train.train` and shares its loop
+(`fit`: AdamW, ReduceLROnPlateau, early stopping on the validation loss, best weights kept), its store
+checks and its run format. What it adds: labels read from the stores (the first input store that has
+them, joined by id), `num_classes`/`label_kind` set on the head from them, the head's closed-form parts
+fitted on the training rows only (`head.prepare`, e.g. PCA), two-phase heads (`head.phases`), and the
+evaluation of the best weights on the validation and test splits (accuracy, P/R/F1 as the papers report
+them; see `evaluate_probs`). The training never reads a test label.
+
+Stores of several modalities are joined with the `multi-links` pairing registered here: captions (items
+with links) are matched by id with the first linked store, images through the links, so one image is
+repeated over its captions; stores without links (MVSA, MMSD, one image store) are matched by id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
+from embedcache.fingerprint import to_plain
+from embedcache.heads import HEADS, HeadSpec, create_head
+from embedcache.heads.mlp import PCA_SWEEP, ClassifierHead
+from embedcache.registry import Registry
+from embedcache.runs import Run, find_run, make_run_id, save_run
+from embedcache.store import open_store
+from embedcache.train import SETTINGS, FitResult, SettingSpec, TrainCfg, check_stores, fit, holdout
+from embedcache.views import PAIRINGS, PairData, View, join, load_view, pair_by_ids
+
+VAL_SPLITS = ("val", "valid", "validation", "dev")  # MMSD publishes `valid`
+EVAL_BATCH = 1024
+
+
+@PAIRINGS.register("multi-links")
+def pair_by_multi_links(views: Sequence[View]) -> np.ndarray:
+    """(P, M) rows for any mix of stores: one row per item of the first store with links (a caption); other
+    linked stores matched by that item's id, stores without links (images) through its link. Without any
+    linked store, items with the same id in every store (pairing 'ids')."""
+    linked = [i for i, v in enumerate(views) if v.links is not None]
+    if not linked:
+        return pair_by_ids(views)
+    base = views[linked[0]]
+    rows = np.empty((len(base), len(views)), np.int64)
+    for i, view in enumerate(views):
+        rows[:, i] = view.rows_of(base.ids if view.links is not None else base.links)
+    return rows
+
+
+# Offline settings on the generated `shapes` data (effnet-lite0 images, MiniLM captions). The papers' own
+# stores (COCO/BERT/ResNet-152, MMSD/ViT/CLIP, MVSA/RoBERTa/ResNet-50) are named by the pipelines.
+for _spec in (
+    SettingSpec("shapes-classify", "shapes", ("effnet-lite0", "minilm"), "multi-links",
+                description="classification on `shapes`: image + caption stores, the image's class"),
+    SettingSpec("shapes-text", "shapes", ("minilm",), "multi-links",
+                description="classification on `shapes` from the caption store alone"),
+    SettingSpec("shapes-image", "shapes", ("effnet-lite0",), "multi-links",
+                description="classification on `shapes` from the image store alone"),
+    SettingSpec("shapes-text-image", "shapes", ("minilm", "effnet-lite0"), "multi-links",
+                description="cross-attention on `shapes`: caption tokens attend to image tokens"),
+    SettingSpec("shapes-clfa", "shapes", ("minilm", "effnet-lite0", "teacher-text", "teacher-image"), "multi-links",
+                description="CLFA on `shapes`; no CLIP offline, so the teacher is an aligned CBMF head's output: "
+                            "`write_head_stores(train('cbmf-add'), names=('teacher-image', 'teacher-text'))`"),
+):
+    SETTINGS.register(_spec.name, _spec)
+
+
+class LabelsMissingError(ValueError):
+    """None of the input stores holds labels for a split."""
+
+
+# ---------------------------------------------------------------- loading labelled data
+
+
+def store_splits(path: Path) -> list[str]:
+    """The split names a store holds."""
+    with open_store(path) as store:
+        return list(store.splits)
+
+
+def find_val_split(paths: Sequence[Path], val_split: str | None) -> str | None:
+    """`val_split` if every store has it, else (when not named) the first of VAL_SPLITS they all have."""
+    common = set.intersection(*(set(store_splits(p)) for p in paths))
+    candidates = (val_split,) if val_split else VAL_SPLITS
+    return next((s for s in candidates if s in common), None)
+
+
+def row_labels(views: Sequence[View], rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels of joined rows (P, M) from the first view that has labels, and that view's position."""
+    for m, view in enumerate(views):
+        if view.labels is not None:
+            return np.asarray(view.labels)[rows[:, m]], m
+    names = ", ".join(f"{v.path}:{v.split}" for v in views)
+    raise LabelsMissingError(f"none of the stores {names} holds labels; classifier heads need a labelled dataset "
+                             "(re-extract it, e.g. `embedcache extract shapes --model minilm --force`)")
+
+
+def load_labelled(paths: Sequence[Path], split: str, *, pairing: str = "multi-links",
+                  tokens: Sequence[bool | None] | None = None) -> PairData:
+    """One split of every store in RAM, joined by id, with per-row labels; rows without a label are dropped.
+
+    tokens: per store True/False/None (None: tokens when stored); default pooled vectors only.
+    """
+    tokens = list(tokens) if tokens is not None else [False] * len(paths)
+    views = [load_view(p, split, tokens=t) for p, t in zip(paths, tokens, strict=True)]
+    data = join(views, pairing)
+    rows = data.rows.numpy()
+    labels, _ = row_labels(views, rows)
+    keep = labels >= 0 if labels.ndim == 1 else np.ones(len(labels), bool)  # -1: unlabelled item
+    data = PairData(views, torch.from_numpy(np.ascontiguousarray(rows[keep])),
+                    torch.from_numpy(np.ascontiguousarray(labels[keep])), dropped=data.dropped + int((~keep).sum()))
+    return data
+
+
+def label_info(data: PairData) -> tuple[str, list[str]]:
+    """("single" or "multi", class names) of labelled data; names from the labelled store's `classes` attr."""
+    _, m = row_labels(data.views, data.rows.numpy()[:1])
+    kind = "multi" if data.labels.ndim == 2 else "single"
+    classes = [str(c) for c in (data.views[m].attrs.get("classes") or [])]
+    count = int(data.labels.shape[1]) if kind == "multi" else int(data.labels.max()) + 1
+    if len(classes) < count:
+        classes = [str(c) for c in range(count)]
+    return kind, classes
+
+
+# ---------------------------------------------------------------- prediction and evaluation
+
+
+@torch.no_grad()
+def predict_proba(head: ClassifierHead, data: PairData, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Class probabilities (P, C) of every row of `data`, in row order, eval mode."""
+    head.eval()
+    device = data.rows.device
+    chunks = [head.predict_proba(data.batch(idx)).float().cpu()
+              for idx in torch.arange(len(data), device=device).split(batch_size)]
+    return torch.cat(chunks).numpy()
+
+
+def _single(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    out = single_label_metrics(probs, labels)
+    if probs.shape[1] == 2:  # MMSD: precision/recall/F1 of the positive class beside the macro ones
+        out.update(binary_metrics(probs, labels))
+    return out
+
+
+def _multi(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    return multilabel_metrics(probs, labels, class_names=list(classes))
+
+
+METRICS: Registry = Registry("classification metric set")
+METRICS.register("single", _single)
+METRICS.register("multi", _multi)
+
+
+def evaluate_probs(probs: np.ndarray, labels: np.ndarray, label_kind: str, classes: Sequence[str]
+                   ) -> dict[str, float]:
+    """Flat metrics of probabilities (N, C) against labels: single-label `acc`, macro P/R/F1, `weighted_f1`
+    (plus positive-class `precision`/`recall`/`f1` for two classes); multi-label subset accuracy, sample/
+    micro/macro F1 and the per-category scores (see embedcache.evaluate.classification)."""
+    return METRICS.get(label_kind)(np.asarray(probs), np.asarray(labels), classes)
+
+
+# ---------------------------------------------------------------- training
+
+
+def _inputs(data: PairData) -> list[dict[str, Any]]:
+    return [{"path": v.path, "dataset": v.attrs.get("dataset", ""), "backbone": v.attrs.get("backbone", ""),
+             "modality": v.attrs.get("modality", ""), "fingerprint": v.fingerprint, "tokens": v.uses_tokens,
+             "dim": v.dim} for v in data.views]
+
+
+def _fit_phases(model: ClassifierHead, train: PairData, val: PairData, cfg: TrainCfg, progress: bool
+                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`fit` once per phase of the head; the history rows carry the phase name."""
+    history: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for phase in model.phases:
+        model.set_phase(phase)
+        result: FitResult = fit(model, train, val, cfg, progress=progress)
+        history += [{**row, "phase": phase} for row in result.history]
+        summary[phase] = {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+                          "epochs_run": len(result.history), "stopped_early": float(result.stopped_early),
+                          "train_s": result.train_seconds}
+    return history, summary
+
+
+def _resolve(head: str, setting: str | None, dataset: str | None, backbones: Sequence[str] | None,
+             pairing: str | None) -> tuple[SettingSpec, str, tuple[str, ...], str]:
+    cls = HEADS.get(head)
+    if getattr(cls, "task", None) != "classify":
+        raise ValueError(f"head {head!r} is not a classifier; train it with `embedcache train {head}` "
+                         f"(embedcache.train.train). Classifier heads: {', '.join(_classifiers())}")
+    st = SETTINGS.get(setting or cls.setting_for(head))
+    return st, dataset or st.dataset, tuple(backbones or st.backbones), pairing or st.pairing
+
+
+def _classifiers() -> list[str]:
+    return [n for n in HEADS.names() if getattr(HEADS.get(n), "task", None) == "classify"]
+
+
+def _token_plan(head: str, n: int, tokens: bool | None) -> list[bool | None]:
+    """Per input store: the head's wish (False: pooled), overridden by `tokens` where the head allows tokens."""
+    wish = HEADS.get(head).token_inputs(n)
+    return [w if w is False or tokens is None else tokens for w in wish]
+
+
+def train_classifier(
+    head: str = "mlp-concat", *, setting: str | None = None, dataset: str | None = None,
+    backbones: Sequence[str] | None = None, data_dir: str | Path | None = None, train_split: str = "train",
+    val_split: str | None = None, test_split: str | None = "test", val_fraction: float = 0.1,
+    pairing: str | None = None, tokens: bool | None = None, epochs: int = 100, batch_size: int = 64,
+    lr: float = 1e-3, weight_decay: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.8,
+    early_stop_patience: int = 5, seed: int = 0, options: dict[str, Any] | None = None, device: str | None = None,
+    progress: bool = True, runs_root: str | Path | None = None, force: bool = False,
+) -> Run:
+    """Train the classifier head `head` on labelled stores and write its run; returns the finished Run.
+
+    Unset dataset/backbones/pairing come from the head's default setting (`mlp-concat`: `shapes`,
+    effnet-lite0 + minilm). Labels come from the first input store that has them; `num_classes` and
+    `label_kind` are set from them (override through `options`). val_split None: the first of val/valid/
+    validation/dev that every store has, else `val_fraction` of the training groups is held out. The head's
+    `prepare` sees the training rows only. Metrics of the best weights land under `metrics.val` and
+    `metrics.test` (test_split None or absent: no test metrics). An identical finished run is returned
+    without retraining unless `force`.
+    """
+    st, dataset, backbones, pairing = _resolve(head, setting, dataset, backbones, pairing)
+    plan = _token_plan(head, len(backbones), tokens)
+    paths = check_stores(head, dataset, backbones, data_dir, any(t is not False for t in plan) or None)
+    t0 = time.perf_counter()
+    train_data = load_labelled(paths, train_split, pairing=pairing, tokens=plan)
+    val_name = find_val_split(paths, val_split)
+    if val_name is not None:
+        val_data, val_info = load_labelled(paths, val_name, pairing=pairing, tokens=plan), {"split": val_name}
+    else:
+        train_data, val_data = holdout(train_data, val_fraction, seed)
+        val_info = {"held_out_from": train_split, "fraction": val_fraction}
+    load_seconds = time.perf_counter() - t0
+    kind, classes = label_info(train_data)
+    opts = {"num_classes": len(classes), "label_kind": kind, **(options or {})}
+    spec = HeadSpec.create(head, [v.dim for v in train_data.views],
+                           [v.attrs.get("modality", "") for v in train_data.views], **opts)
+    cfg = TrainCfg(epochs, batch_size, lr, weight_decay, plateau_patience, plateau_factor, early_stop_patience,
+                   seed, drop_last=False)  # a classifier loses nothing from a small last batch
+    data_info = {"train": {"split": train_split, "rows": len(train_data), "dropped": train_data.dropped},
+                 "val": {**val_info, "rows": len(val_data)}, "pairing": pairing}
+    key = {"head": spec, "train": cfg, "inputs": [(i["fingerprint"], i["tokens"]) for i in _inputs(train_data)],
+           "data": data_info, "test": test_split}
+    run_id = make_run_id(head, key)
+    if not force and (done := find_run(run_id, runs_root)) is not None:
+        return done
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model: ClassifierHead = create_head(spec)
+    model.prepare(train_data)  # closed-form parts (PCA) from the training rows, before anything moves
+    model.to(dev)
+    history, summary = _fit_phases(model, train_data.to(dev), val_data.to(dev), cfg, progress)
+    metrics = {"train": _flat_summary(summary),
+               "val": evaluate_probs(predict_proba(model, val_data), val_data.labels.cpu().numpy(), kind, classes)}
+    test_info = _evaluate_test(model, paths, test_split, pairing, plan, kind, classes, dev, metrics)
+    record = {
+        "run_id": run_id, "task": "classify", "head": spec, "head_cfg": asdict(model.cfg), "train": cfg, "seed": seed,
+        "setting": st.name if setting or dataset == st.dataset else None, "inputs": _inputs(train_data),
+        "data": {**data_info, "test": test_info}, "classes": classes, "label_kind": kind, "device": str(dev),
+        "parameters": sum(p.numel() for p in model.parameters()), "metrics": metrics, "history": history,
+        "timings": {"load_s": load_seconds, "train_s": sum(s["train_s"] for s in summary.values())},
+    }
+    return save_run(to_plain(record), model, runs_root)
+
+
+def _flat_summary(summary: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Phase summaries as flat floats: the last phase unprefixed, earlier ones as `<phase>_<key>`."""
+    phases = list(summary)
+    out = {k: float(v) for k, v in summary[phases[-1]].items()}
+    for phase in phases[:-1]:
+        out.update({f"{phase}_{k}": float(v) for k, v in summary[phase].items()})
+    return out
+
+
+def _evaluate_test(model: ClassifierHead, paths: list[Path], test_split: str | None, pairing: str,
+                   plan: list[bool | None], kind: str, classes: list[str], dev: str, metrics: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """Test metrics of the trained head (after training: nothing above reads test data)."""
+    if not test_split or not all(test_split in store_splits(p) for p in paths):
+        return {"split": None}
+    test = load_labelled(paths, test_split, pairing=pairing, tokens=plan).to(dev)
+    metrics["test"] = evaluate_probs(predict_proba(model, test), test.labels.cpu().numpy(), kind, classes)
+    return {"split": test_split, "rows": len(test)}
+
+
+def pca_sweep(dims: Sequence[int] = PCA_SWEEP, *, options: dict[str, Any] | None = None, **kwargs: Any) -> list[Run]:
+    """One `pca-concat` run per PCA size in `dims` (sizes above an input's dimension are skipped); kwargs go
+    to train_classifier."""
+    runs = []
+    for k in dims:
+        try:
+            runs.append(train_classifier("pca-concat", options={**(options or {}), "pca_dims": int(k)}, **kwargs))
+        except ValueError as err:
+            if "pca_dims must be" not in str(err):
+                raise
+    return runs
+
+
+# ---------------------------------------------------------------- a trained head's outputs as stores (teachers)
+
+
+@torch.no_grad()
+def encode_view(head: Any, m: int, view: View, batch_size: int = 256) -> np.ndarray:
+    """Modality `m` of a trained head over every row of `view`: (N, out_dim) float32, eval mode."""
+    head.eval()
+    out = [head.encode(m, *view.gather(rows)).float().cpu()
+           for rows in torch.arange(len(view)).split(batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, head.out_dim), np.float32)
+
+
+def write_head_stores(run: Run, *, names: Sequence[str], dataset: str | None = None,
+                      data_dir: str | Path | None = None, splits: Sequence[str] | None = None, force: bool = False
+                      ) -> list[Path]:
+    """Write each input modality of a trained alignment head (e.g. a CBMF run) through the head as a pooled
+    store `<dataset>/<names[m]>.h5`, items, labels and links copied: an aligned teacher for `clfa` when no
+    CLIP weights are at hand. The source run id enters the store attrs (and so its fingerprint)."""
+    from embedcache.paths import store_path
+    from embedcache.store import ShardData, StoreWriter
+
+    head = run.load_head()
+    if len(names) != len(run.inputs):
+        raise ValueError(f"run {run.id} has {len(run.inputs)} inputs; got {len(names)} names {list(names)}")
+    written = []
+    for m, (inp, name) in enumerate(zip(run.inputs, names, strict=True)):
+        src = Path(inp["path"])
+        with open_store(src) as store:
+            attrs, todo = dict(store.attrs), list(splits or store.splits)
+        ds = dataset or attrs.get("dataset") or src.parent.name
+        keep = {k: attrs[k] for k in ("dataset", "classes", "label_kind", "modality") if k in attrs}
+        out_attrs = {**keep, "backbone": name, "model_id": f"run:{run.id}", "source_store": inp["fingerprint"],
+                     "source_modality_index": m, "tokens": False, "dtype": "float32", "pooling": "head"}
+        path = store_path(ds, name, data_dir)
+        with StoreWriter(path, out_attrs, force=force) as writer:
+            for split in todo:
+                view = load_view(src, split, tokens=bool(inp.get("tokens")))
+                writer.write_shard(split, 0, ShardData(ids=list(view.ids), pooled=encode_view(head, m, view),
+                                                       labels=view.labels,
+                                                       links=None if view.links is None else list(view.links)))
+                writer.finish_split(split, 1, pairs=view.pairs)
+        written.append(path)
+    return written
