@@ -18,7 +18,7 @@ from embedcache.paths import data_dir as resolve_data_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 console = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 140)  # logs and pipes get whole table rows
 
 DataDir = Annotated[
     Optional[Path], typer.Option("--data-dir", help="Data directory (default: $EMBEDCACHE_DATA_DIR, else ./data).")
@@ -206,15 +206,13 @@ def ls(data_dir: DataDir = None) -> None:
         out.print(f"no stores under {_use_data_dir(data_dir) / 'stores'}; make one with `embedcache extract`")
         return
     table = Table()
-    for col in ("dataset", "backbone", "splits", "rows", "dim", "dtype", "tokens", "skipped", "size", "fingerprint",
-                "state"):
-        table.add_column(col)
+    for col in ("store", "splits (rows)", "dim", "tokens", "skipped", "size", "fingerprint", "state"):
+        table.add_column(col, overflow="fold")
     for s in stores:
         state = "complete" if s.complete and not s.shards_pending else f"in progress ({s.shards_pending} shards)"
         table.add_row(
-            s.dataset, s.backbone, ",".join(s.splits), str(sum(s.splits.values())), str(s.dim or "-"),
-            str(s.dtype or "-"), "yes" if s.tokens else "no", str(s.skipped), _size(s.size_bytes),
-            s.fingerprint or "-", state,
+            f"{s.dataset}/{s.backbone}", " ".join(f"{k}:{v}" for k, v in s.splits.items()), str(s.dim or "-"),
+            "yes" if s.tokens else "no", str(s.skipped), _size(s.size_bytes), (s.fingerprint or "-")[:8], state,
         )
     out.print(table)
 
