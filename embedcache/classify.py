@@ -27,7 +27,7 @@ import torch
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
 from embedcache.heads import HEADS, HeadSpec, create_head
-from embedcache.heads.mlp import PCA_SWEEP, ClassifierHead
+from embedcache.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classifier_names
 from embedcache.registry import Registry
 from embedcache.runs import Run, find_run, make_run_id, save_run
 from embedcache.store import open_store
@@ -67,6 +67,13 @@ for _spec in (
     SettingSpec("shapes-clfa", "shapes", ("minilm", "effnet-lite0", "teacher-text", "teacher-image"), "multi-links",
                 description="CLFA on `shapes`; no CLIP offline, so the teacher is an aligned CBMF head's output: "
                             "`write_head_stores(train('cbmf-add'), names=('teacher-image', 'teacher-text'))`"),
+    # the papers' stores (the pipelines name them; extract them first with `embedcache extract`)
+    SettingSpec("coco-multilabel", "coco", ("resnet152", "bert"), "multi-links",
+                description="BERT + ResNet-152 on COCO's 80 categories (multi-label)"),
+    SettingSpec("mmsd-clfa", "mmsd", ("bert", "vit", "clip-text", "clip-image"), "multi-links",
+                description="CLFA on MMSD: BERT and ViT tokens, CLIP ViT-B/32 text/image embeddings as teacher"),
+    SettingSpec("mvsa-single-late", "mvsa-single", ("twitter-roberta", "resnet50"), "multi-links",
+                description="late fusion on MVSA-Single: Twitter RoBERTa text, ResNet-50 image"),
 ):
     SETTINGS.register(_spec.name, _spec)
 
@@ -195,13 +202,9 @@ def _resolve(head: str, setting: str | None, dataset: str | None, backbones: Seq
     cls = HEADS.get(head)
     if getattr(cls, "task", None) != "classify":
         raise ValueError(f"head {head!r} is not a classifier; train it with `embedcache train {head}` "
-                         f"(embedcache.train.train). Classifier heads: {', '.join(_classifiers())}")
+                         f"(embedcache.train.train). Classifier heads: {', '.join(classifier_names())}")
     st = SETTINGS.get(setting or cls.setting_for(head))
     return st, dataset or st.dataset, tuple(backbones or st.backbones), pairing or st.pairing
-
-
-def _classifiers() -> list[str]:
-    return [n for n in HEADS.names() if getattr(HEADS.get(n), "task", None) == "classify"]
 
 
 def _token_plan(head: str, n: int, tokens: bool | None) -> list[bool | None]:
@@ -301,9 +304,8 @@ def pca_sweep(dims: Sequence[int] = PCA_SWEEP, *, options: dict[str, Any] | None
     for k in dims:
         try:
             runs.append(train_classifier("pca-concat", options={**(options or {}), "pca_dims": int(k)}, **kwargs))
-        except ValueError as err:
-            if "pca_dims must be" not in str(err):
-                raise
+        except PCADimsError:
+            continue  # more dimensions than an input store has
     return runs
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedcache.classify import load_labelled, predict_proba, train_classifier
+from embedcache.classify import load_labelled, pca_sweep, predict_proba, train_classifier
 from embedcache.heads.base import HeadSpec, create_head
 from embedcache.heads.mlp import AttentionMLPHead, classifier_names, fit_pca, npairs_loss
 from embedcache.paths import store_path
@@ -294,6 +294,13 @@ def test_fused_pca_reduces_the_concatenation(single_dir: Path) -> None:
     mean, axes = fit_pca(fused, 4)
     assert torch.allclose(head.pca_axes_0.double(), axes.float().double(), atol=1e-5)
     assert head.features(data.batch(torch.arange(5))).shape == (5, 4)
+
+
+def test_pca_sweep_trains_one_run_per_feasible_size(single_dir: Path, tmp_path: Path) -> None:
+    runs = pca_sweep((2, 5, 17), dataset="task", backbones=("image", "text"), data_dir=single_dir,
+                     runs_root=tmp_path, **{**FAST, "epochs": 2})
+    assert [dict(r.record["head"]["options"])["pca_dims"] for r in runs] == [2, 5]  # 17 > the text store's 16
+    assert runs[1].load_head().pca_axes_1.shape == (16, 5)
 
 
 def test_pca_head_refuses_to_run_unfitted_and_bad_sizes(single_dir: Path) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -223,6 +223,10 @@ class PCACfg(MLPCfg):
 PCA_SWEEP: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 50, 100)
 
 
+class PCADimsError(ValueError):
+    """pca_dims is outside 1..(smallest input dimension)."""
+
+
 def fit_pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and the top-k principal axes (D, k) of rows x (N, D), in float64; each axis's largest
     |entry| is made positive so the result is deterministic (SVD signs are arbitrary)."""
@@ -251,7 +255,7 @@ class PCAConcatHead(ConcatMLPHead):
         groups = [[d] for d in spec.in_dims] if cfg.pca_on == "modality" else [[sum(spec.in_dims)]]
         too_big = [g[0] for g in groups if cfg.pca_dims > g[0]]
         if cfg.pca_dims < 1 or too_big:
-            raise ValueError(f"pca_dims must be in 1..{min(g[0] for g in groups)} (input dims {spec.in_dims}); "
+            raise PCADimsError(f"pca_dims must be in 1..{min(g[0] for g in groups)} (input dims {spec.in_dims}); "
                              f"got {cfg.pca_dims}")
         self._groups = groups
         super().__init__(spec)
@@ -408,9 +412,3 @@ class SupConMLPHead(ClassifierHead):
 def classifier_names() -> list[str]:
     """Registered heads that are classifiers (trained by embedcache.classify.train_classifier)."""
     return [n for n in HEADS.names() if getattr(HEADS.get(n), "task", None) == "classify"]
-
-
-def describe(name: str) -> dict[str, Any]:
-    """Plain facts about a classifier head: its default setting and phases (for CLIs and docs)."""
-    cls = HEADS.get(name)
-    return {"name": name, "setting": cls.setting_for(name), "phases": list(getattr(cls, "phases", ()))}

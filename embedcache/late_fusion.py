@@ -1,0 +1,296 @@
+"""Late fusion of per-modality classifiers (the MVSA-Single late-fusion paper), weights from validation only.
+
+Each modality's classifier gives probabilities P_m (N, C); a weighting W (M, C) fuses them into
+P = sum_m W[m, c] * P_m[:, c], renormalised per row (argmax unchanged). The weightings are pure functions of
+validation probabilities and labels, registered in LATE_FUSIONS:
+- `late-average`: W = 1/M (soft voting).
+- `late-detection-rate`: DR[m, c] = TP[m, c] / N (one class against the rest; the paper's
+  TP / (TP + TN + FP + FN)), W = 1 - DR + alpha_c with alpha_c the class prior (optional), normalised over
+  the classes of each modality as in the paper's equation (sum over j) and the authors' code
+  (`normalise="classes"`), or over the modalities of each class as ../shared/seed-notes.md reads it
+  (`normalise="modalities"`). The authors compute DR on the TEST set and take the priors from all 4,511 posts;
+  here DR comes from validation data and the priors from the training labels.
+- `late-min-loss`: W_m = s_m / sum s, s_m each modality's validation accuracy (or F1, `score`) at its
+  lowest-validation-loss epoch (the classifier keeps those weights, so it is its validation score).
+- `late-stacking`: a multinomial logistic regression on the concatenated validation probabilities (the
+  meta-classifier the paper names as the fourth kind).
+`late_fusion(...)` is the orchestration: it trains (or finds) one classifier run per store, predicts the
+validation and test rows joined by id, fits every weighting on validation data only and writes one run JSON
+per weighting with its weights and test metrics. Test labels are read after all fitting, for the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedcache.fingerprint import to_plain
+from embedcache.registry import Registry
+
+# ---------------------------------------------------------------- pure weightings
+
+
+def fuse(probs: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """sum_m W[m, c] P_m[:, c] for probabilities P_m (N, C) and weights (M,) or (M, C); rows renormalised."""
+    p = np.stack([np.asarray(x, np.float64) for x in probs])  # (M, N, C)
+    w = np.asarray(weights, np.float64)
+    w = w[:, None] if w.ndim == 1 else w  # (M, 1) or (M, C)
+    if w.shape[0] != p.shape[0] or w.shape[1] not in (1, p.shape[2]):
+        raise ValueError(f"weights {w.shape} do not fit {p.shape[0]} modalities of {p.shape[2]} classes")
+    fused = (w[:, None, :] * p).sum(axis=0)  # (N, C)
+    return fused / np.clip(fused.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+def class_priors(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class frequencies (C,) of single labels (N,) (rows with -1 ignored)."""
+    y = np.asarray(labels).ravel()
+    y = y[y >= 0]
+    return np.bincount(y, minlength=num_classes)[:num_classes] / max(1, len(y))
+
+
+def detection_rates(probs: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """DR[m, c] = TP[m, c] / N: items of class c that modality m predicts as c, over all N items."""
+    y = np.asarray(labels).ravel()
+    classes = np.arange(np.asarray(probs[0]).shape[1])
+    out = []
+    for p in probs:
+        pred = np.asarray(p).argmax(axis=1)
+        tp = ((pred[None, :] == classes[:, None]) & (y[None, :] == classes[:, None])).sum(axis=1)  # (C,)
+        out.append(tp / len(y))
+    return np.stack(out)  # (M, C)
+
+
+NORMALISATIONS: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("detection-rate normalisation")
+NORMALISATIONS.register("classes", lambda raw: raw / raw.sum(axis=1, keepdims=True))  # paper eq. and code
+NORMALISATIONS.register("modalities", lambda raw: raw / raw.sum(axis=0, keepdims=True))  # seed-notes reading
+
+
+def detection_rate_weights(probs: Sequence[np.ndarray], labels: np.ndarray, priors: np.ndarray | None = None,
+                           normalise: str = "classes") -> np.ndarray:
+    """W (M, C) = normalise(1 - DR + alpha) with alpha the class priors (C,) or 0 when None."""
+    raw = 1.0 - detection_rates(probs, labels)
+    if priors is not None:
+        raw = raw + np.asarray(priors, np.float64)[None, :]
+    return NORMALISATIONS.get(normalise)(raw)
+
+
+def min_loss_weights(scores: Sequence[float]) -> np.ndarray:
+    """W_m = s_m / sum_m s_m from each modality's validation score at its lowest-validation-loss epoch."""
+    s = np.asarray(scores, np.float64)
+    if s.ndim != 1 or (s < 0).any() or s.sum() <= 0:
+        raise ValueError(f"min-loss weighting needs one non-negative validation score per modality, not all 0; "
+                         f"got {s.tolist()}")
+    return s / s.sum()
+
+
+def score_at_best_epoch(history: Sequence[dict[str, float]], score_key: str, loss_key: str = "val_loss") -> float:
+    """The `score_key` value of the history row with the lowest `loss_key` (the first such row on ties)."""
+    rows = [r for r in history if loss_key in r and score_key in r]
+    if not rows:
+        raise ValueError(f"no history row holds both {loss_key!r} and {score_key!r}")
+    return float(min(rows, key=lambda r: r[loss_key])[score_key])
+
+
+# ---------------------------------------------------------------- fitted fusions
+
+
+@dataclass(frozen=True)
+class FusionInputs:
+    """Everything a weighting may use: validation probabilities and labels, and training-side facts."""
+
+    val_probs: tuple[np.ndarray, ...]  # per modality (N_val, C)
+    val_labels: np.ndarray  # (N_val,) int
+    val_scores: tuple[float, ...] = ()  # per modality: validation score at its lowest-validation-loss epoch
+    priors: np.ndarray | None = None  # (C,) class priors from the TRAINING labels; None: no alpha
+    normalise: str = "classes"
+    seed: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.val_probs), int(np.asarray(self.val_probs[0]).shape[1])
+
+
+@dataclass
+class FittedFusion:
+    """A fitted weighting: (M, C) weights, or a meta-classifier for stacking."""
+
+    method: str
+    weights: np.ndarray | None = None
+    stacker: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, probs: Sequence[np.ndarray]) -> np.ndarray:
+        """Fused probabilities (N, C) of per-modality probabilities (N, C) each."""
+        if self.stacker is not None:
+            return self.stacker.predict_proba(np.hstack([np.asarray(p, np.float64) for p in probs]))
+        return fuse(probs, self.weights)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able weights (or meta-classifier coefficients) and fitting facts."""
+        out: dict[str, Any] = {"method": self.method, **self.info}
+        if self.weights is not None:
+            out["weights"] = np.asarray(self.weights).tolist()
+        if self.stacker is not None:
+            out["coef"], out["intercept"] = self.stacker.coef_.tolist(), self.stacker.intercept_.tolist()
+        return out
+
+
+LATE_FUSIONS: Registry[Callable[[FusionInputs], FittedFusion]] = Registry("late fusion")
+
+
+@LATE_FUSIONS.register("late-average")
+def _average(x: FusionInputs) -> FittedFusion:
+    m, c = x.shape
+    return FittedFusion("late-average", np.full((m, c), 1.0 / m))
+
+
+@LATE_FUSIONS.register("late-detection-rate")
+def _detection_rate(x: FusionInputs) -> FittedFusion:
+    w = detection_rate_weights(x.val_probs, x.val_labels, x.priors, x.normalise)
+    info = {"detection_rates": detection_rates(x.val_probs, x.val_labels).tolist(), "normalise": x.normalise,
+            "priors": None if x.priors is None else np.asarray(x.priors).tolist()}
+    return FittedFusion("late-detection-rate", w, info=info)
+
+
+@LATE_FUSIONS.register("late-min-loss")
+def _min_loss(x: FusionInputs) -> FittedFusion:
+    m, c = x.shape
+    if len(x.val_scores) != m:
+        raise ValueError(f"late-min-loss needs {m} validation scores (one per modality); got {len(x.val_scores)}")
+    w = min_loss_weights(x.val_scores)
+    return FittedFusion("late-min-loss", np.repeat(w[:, None], c, axis=1), info={"scores": list(x.val_scores)})
+
+
+@LATE_FUSIONS.register("late-stacking")
+def _stacking(x: FusionInputs) -> FittedFusion:
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(max_iter=2000, random_state=x.seed)
+    model.fit(np.hstack([np.asarray(p, np.float64) for p in x.val_probs]), np.asarray(x.val_labels).ravel())
+    if len(model.classes_) != x.shape[1]:
+        raise ValueError(f"late-stacking saw {len(model.classes_)} of {x.shape[1]} classes in the validation labels; "
+                         "every class must occur there")
+    return FittedFusion("late-stacking", stacker=model)
+
+
+def fit_fusion(method: str, inputs: FusionInputs) -> FittedFusion:
+    """Fit the registered weighting `method` on validation data only."""
+    return LATE_FUSIONS.get(method)(inputs)
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+DEFAULT_HEADS = {"image": "mlp-image", "text": "mlp-text"}  # per-modality classifier by store modality
+
+
+def _component_runs(dataset: str, backbones: Sequence[str], heads: Sequence[str] | None, modalities: list[str],
+                    train_kwargs: dict[str, Any]) -> list[Any]:
+    from embedcache.classify import train_classifier
+
+    names = list(heads) if heads else [DEFAULT_HEADS.get(m, "mlp-text") for m in modalities]
+    if len(names) != len(backbones):
+        raise ValueError(f"one classifier head per store: {len(backbones)} stores, {len(names)} heads {names}")
+    return [train_classifier(h, dataset=dataset, backbones=(b,), **train_kwargs) for h, b in zip(names, backbones,
+                                                                                                   strict=True)]
+
+
+def _modality_probs(runs: list[Any], data: Any) -> list[np.ndarray]:
+    """Each component's probabilities on its own column of the joined rows (P, M)."""
+    from embedcache.classify import predict_proba
+    from embedcache.views import PairData
+
+    return [predict_proba(run.load_head(), PairData([data.views[m]], data.rows[:, m : m + 1], data.labels))
+            for m, run in enumerate(runs)]
+
+
+def _train_priors(paths: list[Path], split: str, num_classes: int) -> np.ndarray:
+    from embedcache.store import open_store
+
+    for path in paths:
+        with open_store(path) as store:
+            labels = store.split(split).labels
+        if labels is not None:
+            return class_priors(labels, num_classes)
+    raise ValueError(f"no store among {paths} holds labels for split {split!r}")
+
+
+def late_fusion(
+    methods: Sequence[str] | None = None, *, setting: str | None = None, dataset: str | None = None,
+    backbones: Sequence[str] | None = None, heads: Sequence[str] | None = None,
+    data_dir: str | Path | None = None, train_split: str = "train", val_split: str | None = None,
+    test_split: str = "test", score: str = "acc", priors: bool = True, normalise: str = "classes", seed: int = 0,
+    runs_root: str | Path | None = None, force: bool = False, **train_kwargs: Any,
+) -> dict[str, Any]:
+    """Train one classifier per store (`heads`, default mlp-image / mlp-text by the store's modality; stores from
+    `dataset`/`backbones`, else the setting, default `shapes-text-image`: MiniLM + EfficientNet-Lite0), fit each
+    weighting in `methods` (default: all of LATE_FUSIONS) on the validation rows joined by id, and write one run
+    per weighting (`<runs>/<method>-<hash>/run.json`: weights, component runs, val and test metrics).
+
+    score: the component validation metric of late-min-loss (`acc`, `macro_f1`, `weighted_f1`); priors: add
+    the training class priors in late-detection-rate. train_kwargs go to train_classifier (epochs, lr, ...).
+    Returns {method: Run}.
+    """
+    from embedcache.classify import evaluate_probs, find_val_split, load_labelled
+    from embedcache.train import SETTINGS, check_stores
+
+    methods = list(methods or LATE_FUSIONS.names())
+    for method in methods:
+        LATE_FUSIONS.get(method)
+    st = SETTINGS.get(setting or "shapes-text-image")
+    dataset, backbones = dataset or st.dataset, tuple(backbones or st.backbones)
+    paths = check_stores("late-fusion", dataset, tuple(backbones), data_dir, None)
+    val_name = find_val_split(paths, val_split)
+    if val_name is None:
+        raise ValueError(f"late fusion fits its weights on a validation split, and the stores {paths} share none "
+                         f"of {val_split or 'val/valid/validation/dev'}; extract a dataset with a validation split")
+    common = {"data_dir": data_dir, "train_split": train_split, "val_split": val_name, "test_split": test_split,
+              "seed": seed, "runs_root": runs_root, "force": force, **train_kwargs}
+    val = load_labelled(paths, val_name)
+    if val.labels.ndim != 1:
+        raise ValueError("late-fusion weightings are defined for single-label classes; these stores are multi-label")
+    runs = _component_runs(dataset, backbones, heads, [v.attrs.get("modality", "") for v in val.views], common)
+    classes = runs[0].record["classes"]
+    inputs = FusionInputs(tuple(_modality_probs(runs, val)), val.labels.numpy(),
+                          tuple(float(r.metrics["val"][score]) for r in runs),
+                          _train_priors(paths, train_split, len(classes)) if priors else None, normalise, seed)
+    fitted = {m: fit_fusion(m, inputs) for m in methods}  # everything fitted before any test label is read
+    test = load_labelled(paths, test_split)
+    test_probs = _modality_probs(runs, test)
+    out = {}
+    for method, fusion in fitted.items():
+        metrics = {"val": evaluate_probs(fusion.predict(inputs.val_probs), inputs.val_labels, "single", classes),
+                   "test": evaluate_probs(fusion.predict(test_probs), test.labels.numpy(), "single", classes)}
+        for run, p in zip(runs, test_probs, strict=True):  # each component on the same joined test rows
+            backbone = run.inputs[0]["backbone"]
+            metrics[f"test_{backbone}"] = evaluate_probs(p, test.labels.numpy(), "single", classes)
+        out[method] = _save(method, fusion, runs, paths, metrics, classes,
+                            {"score": score, "priors": priors, "normalise": normalise, "val_split": val_name,
+                             "test_split": test_split, "val_rows": len(val), "test_rows": len(test)}, runs_root)
+    return out
+
+
+def _save(method: str, fusion: FittedFusion, runs: list[Any], paths: list[Path], metrics: dict[str, Any],
+          classes: list[str], options: dict[str, Any], runs_root: str | Path | None) -> Any:
+    """Write `<runs>/<run_id>/run.json` atomically (no checkpoint: the weights are in the JSON)."""
+    from embedcache.runs import Run, make_run_id, runs_dir, versions
+
+    components = [r.id for r in runs]
+    run_id = make_run_id(method, {"components": components, "options": options})
+    record = {"schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
+              "run_id": run_id, "task": "late-fusion", "method": method, "components": components,
+              "inputs": [r.inputs[0] for r in runs], "stores": [str(p) for p in paths], "classes": classes,
+              "options": options, "fusion": fusion.describe(), "metrics": metrics}
+    out = runs_dir(runs_root) / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"run.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(to_plain(record), indent=1, sort_keys=True))
+    os.replace(tmp, out / "run.json")
+    return Run(out, json.loads((out / "run.json").read_text()))
