@@ -129,11 +129,12 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             display.start_epoch(epoch)
+            lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with (the scheduler may lower it below)
             train_loss = _train_epoch(head, train, opt, cfg, gen, display)
             val_loss = evaluate_loss(head, val, cfg.batch_size, cfg.seed)
             sched.step(val_loss)
             seconds = time.perf_counter() - t0
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"],
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                    "seconds": seconds, "items_per_s": len(train) / seconds, **head.log_values()}
             result.history.append(row)
             display.end_epoch(row)

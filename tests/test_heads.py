@@ -1,0 +1,141 @@
+"""Every alignment head in HEADS: shapes, masks, gradients, no NaN, pooled and token inputs; the CBMF defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from embedcache.fingerprint import to_plain
+from embedcache.heads import HEADS, Batch, HeadSpec, create_head
+from embedcache.heads.cbmf import FUSIONS, CBMFHead, _attend
+from embedcache.registry import UnknownNameError
+
+# Alignment heads of this family; classifier heads (issue 6) have their own tests.
+ALIGNMENT = [n for n in HEADS.names() if n.startswith(("cbmf-", "convirt-"))]
+SMALL = {"dim": 32, "ff_dim": 64}  # fast; the defaults are checked separately
+
+
+def _head(name: str, dims: tuple[int, ...] = (12, 8), **options: object) -> nn.Module:
+    torch.manual_seed(0)
+    small = {k: v for k, v in SMALL.items() if k in {f.name for f in dataclasses.fields(HEADS.get(name).Cfg)}}
+    return create_head(HeadSpec.create(name, dims, ("image", "text")[: len(dims)], **{**small, **options}))
+
+
+def _tokens(b: int, t: int, d: int, lengths: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x = torch.randn(b, t, d)
+    if lengths is None:
+        return x, None
+    mask = torch.arange(t).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    return x, mask
+
+
+def test_the_registry_holds_the_six_fusions_and_the_baseline() -> None:
+    assert {f"cbmf-{f}" for f in ("add", "mul", "concat", "additive", "general", "dot")} <= set(HEADS.names())
+    assert "convirt-frozen" in HEADS
+    with pytest.raises(UnknownNameError, match="cbmf-add, cbmf-additive"):
+        HEADS.get("cbmf-ad")
+
+
+@pytest.mark.parametrize("name", ALIGNMENT)
+@pytest.mark.parametrize("tokens", [False, True])
+def test_shapes_gradients_and_finite_loss(name: str, tokens: bool) -> None:
+    head = _head(name).train()
+    b = 6
+    if tokens:  # ragged text (masked), fixed-length image tokens (no mask)
+        inputs = [_tokens(b, 5, 12), _tokens(b, 4, 8, [4, 1, 2, 3, 4, 2])]
+    else:
+        inputs = [(torch.randn(b, 1, 12), None), (torch.randn(b, 1, 8), None)]
+    for m, (x, mask) in enumerate(inputs):
+        assert head.encode(m, x, mask).shape == (b, head.out_dim)
+    loss = head.loss(Batch(inputs, torch.arange(b).repeat(2, 1).T))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    for pname, p in head.named_parameters():
+        assert p.grad is not None, f"{name}: parameter {pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {pname}"
+
+
+@pytest.mark.parametrize("name", ALIGNMENT)
+def test_padding_is_ignored(name: str) -> None:
+    head = _head(name).eval()
+    x, mask = _tokens(3, 6, 8, [2, 6, 4])
+    with torch.no_grad():
+        full = head.encode(1, x, mask)
+        noisy = x.clone()
+        noisy[~mask] = 1e3  # garbage in the padding must not change anything
+        assert torch.allclose(head.encode(1, noisy, mask), full, atol=1e-5)
+        alone = head.encode(1, x[:1, :2], None)  # the first row without its padding
+        assert torch.allclose(alone, full[:1], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALIGNMENT)
+def test_pooled_is_a_one_token_sequence(name: str) -> None:
+    head = _head(name).eval()
+    x = torch.randn(4, 12)
+    with torch.no_grad():
+        assert torch.allclose(head.encoder(0)(x), head.encode(0, x.unsqueeze(1)), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in ALIGNMENT if n.startswith("cbmf-")])
+def test_context_tells_the_modalities_apart(name: str) -> None:
+    head = _head(name, dims=(8, 8)).eval()
+    with torch.no_grad():
+        head.projections[1].load_state_dict(head.projections[0].state_dict())  # same projection on both sides
+        x = torch.randn(4, 3, 8)
+        assert not torch.allclose(head.encode(0, x), head.encode(1, x), atol=1e-4)
+
+
+def test_attention_weights_ignore_padding_and_sum_to_one() -> None:
+    scores = torch.tensor([[1.0, 2.0, 3.0], [0.5, 9.0, 9.0]])
+    values = torch.eye(3).expand(2, 3, 3)  # value t = one-hot t, so the output is the weight vector
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    w = _attend(scores, values, mask)
+    assert torch.allclose(w.sum(dim=1), torch.ones(2))
+    assert torch.allclose(w[1], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(w[0], torch.softmax(scores[0], dim=0))
+
+
+def test_more_than_two_modalities_each_with_its_own_context() -> None:
+    torch.manual_seed(0)
+    head = create_head(HeadSpec.create("cbmf-add", (12, 8, 6), ("image", "text", "text"), **SMALL))
+    assert head.context.vectors.shape == (3, 3)
+    inputs = [(torch.randn(5, 1, d), None) for d in (12, 8, 6)]
+    loss = head.loss(Batch(inputs, torch.arange(5).repeat(3, 1).T))
+    loss.backward()
+    assert all(p.grad is not None for p in head.projections[2].parameters())
+
+
+def test_cbmf_defaults_follow_the_authors_code() -> None:
+    head = create_head(HeadSpec.create("cbmf-add", (1280, 384), ("image", "text")))
+    assert isinstance(head, CBMFHead) and head.out_dim == 256
+    proj = head.projections[0]
+    assert (proj.fc1.in_features, proj.fc1.out_features, proj.drop.p) == (1280, 256, 0.1)
+    linears = [m for m in head.context.g if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(3, 64), (64, 128), (128, 256)]
+    assert isinstance(head.context.g[-1], nn.LayerNorm)
+    (block,) = head.dfe.blocks
+    assert (block.self_attn.num_heads, block.linear1.out_features, block.dropout.p) == (4, 2048, 0.1)
+    assert float(head.criterion.scale().detach()) == pytest.approx(2.718281828 ** 0.07)
+    assert head.cfg.targets == "hard"
+
+
+def test_spec_round_trips_through_json_and_rejects_unknown_options() -> None:
+    spec = HeadSpec.create("cbmf-dot", (12, 8), ("image", "text"), context_hidden=[16, 32], targets="soft")
+    assert spec.options == (("context_hidden", (16, 32)), ("targets", "soft"))
+    assert HeadSpec.from_plain(to_plain(spec)) == spec
+    assert HeadSpec.create("cbmf-add", (4, 4), dim=256).options == ()  # defaults are not recorded
+    with pytest.raises(ValueError, match="known options: context_dim"):
+        HeadSpec.create("cbmf-add", (4, 4), dimm=3)
+
+
+def test_equal_seeds_build_equal_heads() -> None:
+    a, b = _head("cbmf-general"), _head("cbmf-general")
+    for (_, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_every_fusion_has_a_head() -> None:
+    assert {f"cbmf-{f}" for f in FUSIONS.names()} <= set(HEADS.names())
