@@ -126,18 +126,6 @@ def sha256_file(path: str | Path) -> str:
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def weight_files(path: Path) -> list[Path]:
-    """The weight files under a directory (sorted), or the file itself."""
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-
-
-def files_sha256(files: list[Path], root: Path | None = None) -> dict[str, str]:
-    """{file name relative to root: sha256} for the given files."""
-    return {str(f.relative_to(root) if root and f.is_relative_to(root) else f.name): sha256_file(f) for f in files}
-
-
 def compute_dtype(spec: BackboneSpec, device: torch.device) -> torch.dtype | None:
     """The autocast dtype on CUDA per spec; None (fp32) on CPU or when the spec says 'none'."""
     if device.type != "cuda" or spec.autocast == "none":

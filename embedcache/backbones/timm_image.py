@@ -142,13 +142,17 @@ def _from_dir(spec: BackboneSpec, source: WeightsSource) -> tuple[Any, Path]:
     if not config_file.is_file():
         raise FileNotFoundError(f"backbone {spec.name!r}: expected a timm model folder with config.json at "
                                 f"{source.path} (write one with timm.models.save_for_hf)")
-    arch = json.loads(config_file.read_text()).get("architecture")
+    config = json.loads(config_file.read_text())
+    arch = config.get("architecture")
     if source.path != Path(spec.model_id).expanduser() and arch != architecture(spec):
         raise ValueError(f"backbone {spec.name!r} is timm {architecture(spec)}, but {config_file} holds {arch!r}")
     file = next((source.path / n for n in WEIGHT_NAMES if (source.path / n).is_file()), None)
     if file is None:
         raise FileNotFoundError(f"backbone {spec.name!r}: no {' or '.join(WEIGHT_NAMES)} in {source.path}")
-    model = timm.create_model(f"local-dir:{source.path}", pretrained=False)  # arch, model_args, pretrained_cfg
+    # what timm's own folder loader reads: architecture, its arguments, and the checkpoint's pretrained_cfg
+    # (preprocessing); done by hand so that timm releases without the 'local-dir:' source work too
+    pretrained_cfg = dict(config.get("pretrained_cfg") or {}, architecture=arch)
+    model = timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **(config.get("model_args") or {}))
     return load_strict(model, file, spec), file
 
 
