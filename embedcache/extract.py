@@ -316,15 +316,15 @@ def _shard_data(
     skipped: list[tuple[str, str]],
 ) -> ShardData:
     labels, links = _annotations(plan, items)
-    dim = plan.encoder.dim
     data = ShardData(
         ids=[it.id for it in items],
-        pooled=np.stack(pooled) if pooled else np.zeros((0, dim), np.float32),
+        pooled=np.stack(pooled) if pooled else np.zeros((0, plan.encoder.dim), np.float32),
         labels=labels, links=links, skipped=skipped,
     )
     if token_rows is not None:
         data.lengths = np.array([len(t) for t in token_rows], np.int64)
-        data.tokens = np.concatenate(token_rows) if token_rows else np.zeros((0, dim), np.float32)
+        width = getattr(plan.encoder, "token_dim", plan.encoder.dim)  # CLIP, VGG: tokens narrower/wider than pooled
+        data.tokens = np.concatenate(token_rows) if token_rows else np.zeros((0, width), np.float32)
     return data
 
 
