@@ -1,0 +1,37 @@
+"""`make bench`: run every benchmark script and print, as the last line, one JSON object of all figures.
+
+Each script prints its own figures and ends with a JSON line; this runner merges those lines, keyed by
+script (`extract.*`, `train.*`). Scripts run one after the other so they do not compete for the cores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SCRIPTS = {"extract": "bench_extract.py", "train": "bench_train.py"}
+
+
+def main() -> int:
+    merged: dict[str, object] = {}
+    failed = []
+    for key, script in SCRIPTS.items():
+        print(f"== {script}", flush=True)
+        proc = subprocess.run([sys.executable, str(HERE / script)], stdout=subprocess.PIPE, text=True)
+        print(proc.stdout, end="", flush=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode or not lines:
+            failed.append(script)
+            continue
+        merged.update({f"{key}.{k}": v for k, v in json.loads(lines[-1]).items()})
+    if failed:
+        merged["failed"] = failed
+    print(json.dumps(merged))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
