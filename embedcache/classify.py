@@ -27,6 +27,7 @@ import torch
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
 from embedcache.heads import HEADS, HeadSpec, create_head
+from embedcache.heads import clfa as _clfa  # noqa: F401  registers clfa and cross-attention
 from embedcache.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classifier_names
 from embedcache.registry import Registry
 from embedcache.runs import Run, find_run, make_run_id, save_run

@@ -283,8 +283,8 @@ class PCAConcatHead(ConcatMLPHead):
         return torch.cat(reduced, dim=-1)
 
     def prepare(self, train: PairData) -> None:
-        """Fit the PCA on the training rows: each modality on the distinct training items of its store (an
-        image repeated over its captions counts once), `fused` on the joined training rows."""
+        """Fit the PCA on the training rows only: each modality on the distinct items its training rows use
+        (an image repeated over its captions counts once), `fused` on the joined training rows."""
         if self.cfg.pca_on == "modality":
             blocks = [view.pooled.index_select(0, torch.unique(train.rows[:, m]))
                       for m, view in enumerate(train.views)]
