@@ -118,6 +118,9 @@ def _train_epoch(head: Head, data: PairData, opt: torch.optim.Optimizer, cfg: Tr
 def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), *, progress: bool = False
         ) -> FitResult:
     """Train `head` in place on `train`, early-stopping on `val` loss; the head ends with its best weights."""
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"training needs rows in both sets; found {len(train)} training and {len(val)} validation "
+                         "rows: check the splits and the pairing")
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
@@ -297,7 +300,8 @@ def train(
     result = fit(model, train_data.to(dev), val_data.to(dev), cfg, progress=progress)
     record = {
         "run_id": run_id, "head": spec, "head_cfg": asdict(model.cfg), "train": cfg, "seed": seed,
-        "setting": st.name if setting or dataset == st.dataset else None, "inputs": _inputs(train_data),
+        "setting": {"name": st.name, "dataset": dataset, "backbones": backbones, "pairing": pairing},
+        "inputs": _inputs(train_data),
         "pairs": {"train": train_info, "val": val_info}, "device": str(dev),
         "parameters": sum(p.numel() for p in model.parameters()),
         "metrics": {"train": {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,

@@ -21,6 +21,16 @@ from embedcache.views import join, load_view, view_from_arrays
 SMALL = {"dim": 64, "ff_dim": 256}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Heads this small run microsecond ops, where a second intra-op thread costs more than it gives,
+    badly so on a shared 2-core machine; restored afterwards for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory):
     return make_toy_stores(tmp_path_factory.mktemp("train"))
@@ -173,3 +183,18 @@ def test_pair_classification_chooses_its_threshold_off_test(run, toy) -> None:
                      threshold_split="test")
     with pytest.raises(ValueError, match="label_threshold"):
         evaluate_run(text_run, "pair-classification", data_dir=toy.data_dir, threshold_split="val")
+
+
+@pytest.mark.slow
+def test_cbmf_add_on_real_shapes_stores(tmp_path: Path) -> None:
+    """The offline text-image setting on stores made by `make demo` (effnet-lite0 + minilm on `shapes`)."""
+    from embedcache.paths import store_path
+
+    needed = [store_path("shapes", b) for b in ("effnet-lite0", "minilm")]
+    if not all(p.exists() for p in needed):
+        pytest.skip(f"no shapes stores at {needed}: run `embedcache extract shapes --model effnet-lite0` and "
+                    "`embedcache extract shapes --model minilm` (make demo) first")
+    run = train("cbmf-add", epochs=5, progress=False, runs_root=tmp_path)
+    m = evaluate_run(run, "retrieval", hit_ks=(100,))
+    images = run.record["evals"]["retrieval"]["images"]
+    assert m["text_to_image_R@1"] > 10 / images  # ten times chance
