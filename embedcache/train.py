@@ -122,7 +122,9 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
         raise ValueError(f"training needs rows in both sets; found {len(train)} training and {len(val)} validation "
                          "rows: check the splits and the pairing")
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in head.parameters() if p.requires_grad]
+    fused = bool(params) and all(p.is_cuda for p in params)  # one kernel for the whole update on the GPU
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
     result, best_state, bad = FitResult(), copy.deepcopy(head.state_dict()), 0

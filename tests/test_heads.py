@@ -88,6 +88,18 @@ def test_context_tells_the_modalities_apart(name: str) -> None:
         assert not torch.allclose(head.encode(0, x), head.encode(1, x), atol=1e-4)
 
 
+@pytest.mark.parametrize("name", [n for n in ALIGNMENT if n.startswith("cbmf-")])
+def test_encoding_all_sides_at_once_equals_one_by_one(name: str) -> None:
+    head = _head(name).eval()
+    inputs = [_tokens(3, 4, 12), _tokens(3, 4, 8)]  # same token count, no masks: one shared pass
+    ragged = [_tokens(3, 4, 12), _tokens(3, 5, 8, [5, 1, 3])]  # masked side: its own pass
+    with torch.no_grad():
+        for batch in (inputs, ragged):
+            together = head.encode_all(batch)
+            for m, (x, mask) in enumerate(batch):
+                assert torch.allclose(together[m], head.encode(m, x, mask), atol=1e-5)
+
+
 def test_attention_weights_ignore_padding_and_sum_to_one() -> None:
     scores = torch.tensor([[1.0, 2.0, 3.0], [0.5, 9.0, 9.0]])
     values = torch.eye(3).expand(2, 3, 3)  # value t = one-hot t, so the output is the weight vector
