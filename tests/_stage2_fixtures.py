@@ -66,7 +66,8 @@ def _attrs(dataset: str, backbone: str, modality: str, tokens: bool) -> dict:
 
 
 def _tokens(pooled: np.ndarray, rng: np.random.Generator, lengths: np.ndarray) -> list[np.ndarray]:
-    return [(v + 0.3 * rng.standard_normal((n, len(v)))).astype(np.float32) for v, n in zip(pooled, lengths, strict=True)]
+    rows = zip(pooled, lengths, strict=True)
+    return [(v + 0.3 * rng.standard_normal((n, len(v)))).astype(np.float32) for v, n in rows]
 
 
 def make_toy_stores(data_dir: Path, *, sizes: dict[str, int] | None = None, captions: int = 3,
