@@ -7,13 +7,14 @@ import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from embedcache import cli_stage_two
 from embedcache.paths import data_dir as resolve_data_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -21,7 +22,7 @@ console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 140)  # logs and pipes get whole table rows
 
 DataDir = Annotated[
-    Optional[Path], typer.Option("--data-dir", help="Data directory (default: $EMBEDCACHE_DATA_DIR, else ./data).")
+    Path | None, typer.Option("--data-dir", help="Data directory (default: $EMBEDCACHE_DATA_DIR, else ./data).")
 ]
 
 
@@ -46,21 +47,25 @@ def _size(n: int) -> str:
 
 @contextmanager
 def _user_errors():
-    """Known, actionable errors print as one red message and exit 1; anything else keeps its traceback."""
-    from embedcache.backbones.common import OfflineWeightsError, WeightsNotFoundError
-    from embedcache.datasets import DatasetFormatError, DatasetNotFoundError
-    from embedcache.datasets.download import DownloadError
-    from embedcache.extract import ExtractError
-    from embedcache.registry import UnknownNameError
-    from embedcache.store import StoreError
+    """Errors a user can act on print as one red message and exit 1 (EMBEDCACHE_DEBUG=1 keeps the traceback)."""
+    import os
 
-    known = (UnknownNameError, DatasetNotFoundError, DatasetFormatError, DownloadError, ExtractError, StoreError,
-             OfflineWeightsError, WeightsNotFoundError)
     try:
         yield
-    except known as exc:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        if os.environ.get("EMBEDCACHE_DEBUG") or not _is_ours(exc):
+            raise
         console.print(f"[bold red]error:[/] {_escape(str(exc))}")
         raise typer.Exit(1) from None
+
+
+def _is_ours(exc: BaseException) -> bool:
+    """Raised deliberately with an actionable message: one of our error types, or a ValueError from our code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    raised_in = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return raised_in.startswith("embedcache.")
 
 
 def _escape(text: str) -> str:
@@ -82,19 +87,19 @@ def _progress() -> Progress:
 def extract(
     dataset: Annotated[str, typer.Argument(help="A registered dataset (see `embedcache datasets`).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Backbone name, or hf:<id|dir> / timm:<name>.")],
-    split: Annotated[Optional[list[str]], typer.Option("--split", help="Split(s) to extract (default: all).")] = None,
+    split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to extract (default: all).")] = None,
     tokens: Annotated[bool, typer.Option("--tokens", help="Also store token sequences (ragged).")] = False,
-    root: Annotated[Optional[Path], typer.Option("--root", help="Local copy of the raw data.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Store name for generic datasets.")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Dataset option KEY=VALUE.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if any).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Image decode processes.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="First N items of each split.")] = None,
+    root: Annotated[Path | None, typer.Option("--root", help="Local copy of the raw data.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Store name for generic datasets.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Dataset option KEY=VALUE.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if any).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, help="Image decode processes.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N items of each split.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild a store whose fingerprint changed.")] = False,
     on_error: Annotated[str, typer.Option("--on-error", help="fail | skip (skips are recorded).")] = "fail",
-    pooling: Annotated[Optional[str], typer.Option("--pooling", help="Override the backbone's pooling.")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local weights for the backbone.")] = None,
+    pooling: Annotated[str | None, typer.Option("--pooling", help="Override the backbone's pooling.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Local weights for the backbone.")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="float16 | float32 on disk.")] = "float16",
     part: Annotated[str, typer.Option("--part", help="K/N: this process writes every N-th shard.")] = "0/1",
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Rows per resumable shard.")] = 1024,
@@ -183,8 +188,8 @@ def _extract_summary(path: Path, reports) -> None:
 @app.command()
 def download(
     dataset: Annotated[str, typer.Argument(help="A dataset with an official download (see `embedcache datasets`).")],
-    dest: Annotated[Optional[Path], typer.Option("--dest", help="Target folder (default <data-dir>/raw/DATASET).")] = None,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="A mirror serving the same file names.")] = None,
+    dest: Annotated[Path | None, typer.Option("--dest", help="Target folder (default <data-dir>/raw/DATASET).")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="A mirror serving the same file names.")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Fetch a dataset's official archives into its published layout (resumable, checksummed)."""
@@ -279,6 +284,9 @@ def models() -> None:
         s = BACKBONES.get(name)
         table.add_row(name, s.modality, s.library, s.model_id, s.revision[:12], s.pooling, s.offline or "-")
     out.print(table)
+
+
+cli_stage_two.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
