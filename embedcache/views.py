@@ -108,7 +108,7 @@ def _load_tokens(split: Any, path: Path) -> tuple[torch.Tensor, torch.Tensor | N
         raise MemoryError(
             f"the tokens of split {split.name!r} of {path} need {need / 2**30:.1f} GiB in RAM, more than "
             f"{RAM_FRACTION:.0%} of the {_free_ram() / 2**30:.1f} GiB free; train on pooled vectors instead "
-            "(`--no-tokens`), or on a machine with more memory (block streaming of tokens is not implemented)")
+            "(`--pooled`), or on a machine with more memory (block streaming of tokens is not implemented)")
     flat, _ = split.token_rows(0, len(split), dtype=np.float16)  # one contiguous read, fp16 in RAM
     tokens = torch.from_numpy(np.ascontiguousarray(flat))
     lengths = np.diff(offsets)
@@ -127,7 +127,7 @@ def load_view(path: str | Path, split: str, *, tokens: bool | None = False) -> V
             raise ValueError(f"split {split!r} of {path} has no tokens; re-extract with them: "
                              f"`embedcache extract {store.attrs.get('dataset', path.parent.name)} "
                              f"--model {store.attrs.get('backbone', path.stem)} --tokens --force`, "
-                             "or train on pooled vectors (`--no-tokens`)")
+                             "or train on pooled vectors (`--pooled`)")
         tok, off = _load_tokens(s, path) if use_tokens else (None, None)
         return View(path=str(path), split=split, ids=np.asarray(s.ids).astype(str),
                     pooled=torch.from_numpy(s.pooled(np.float32)), tokens=tok, offsets=off, labels=s.labels,

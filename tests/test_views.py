@@ -68,7 +68,7 @@ def test_tokens_auto_and_missing(toy, tmp_path: Path) -> None:
 
 def test_tokens_too_large_for_ram_are_refused_with_a_way_out(toy, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(views, "RAM_FRACTION", 1e-12)
-    with pytest.raises(MemoryError, match="--no-tokens"):
+    with pytest.raises(MemoryError, match="--pooled"):
         load_view(toy.paths["text-a"], "train", tokens=True)
 
 
