@@ -28,7 +28,7 @@ from embedcache.backbones.base import Encoder
 from embedcache.datasets import BadItemError, Dataset, Item, Split, create_dataset
 from embedcache.datasets.images import check_text, load_image
 from embedcache.paths import store_path
-from embedcache.store import ShardData, StoreWriter
+from embedcache.store import ShardData, StoreWriter, open_store
 
 OnError = Literal["fail", "skip"]
 
@@ -207,10 +207,10 @@ def _extract_split(
     split = plan.splits[name]
     modality = plan.encoder.spec.modality
     items = _mark_duplicates(split.items(modality))
-    n_shards = max(1, math.ceil(len(items) / plan.attrs["shard_size"]))
+    shard_size = plan.attrs["shard_size"]
+    n_shards = max(1, math.ceil(len(items) / shard_size))
     done = writer.done_shards(name)
     todo = [i for i in range(n_shards) if i % part[1] == part[0] and i not in done]
-    shard_size = plan.attrs["shard_size"]
     shards = {i: items[i * shard_size:(i + 1) * shard_size] for i in todo}
     advance = progress(name, sum(len(s) for s in shards.values())) if progress else (lambda n: None)
     start = time.perf_counter()
@@ -223,8 +223,6 @@ def _extract_split(
     report.seconds = time.perf_counter() - start
     pairs = _pairs(split)
     if writer.finish_split(name, n_shards, pairs=pairs):
-        from embedcache.store import open_store
-
         with open_store(plan.path) as store:
             sp = store.split(name)
             report.rows, report.skipped = len(sp), list(sp.skipped)
@@ -360,8 +358,11 @@ class _ImageItems(torch.utils.data.Dataset):
             return pos, None, exc.reason
 
 
-def _collate(batch: list[tuple[int, torch.Tensor | None, str | None]]) -> list:
-    return batch  # stacking happens in the main process, after dropping bad items
+def _collate(batch: list[tuple[int, torch.Tensor | None, str | None]]) -> tuple[list[int], torch.Tensor | None, list]:
+    """In the worker: stack the decoded items (so pin_memory pins the batch) and pass the failures on."""
+    good = [(pos, x) for pos, x, _ in batch if x is not None]
+    bad = [(pos, reason) for pos, x, reason in batch if x is None]
+    return [pos for pos, _ in good], torch.stack([x for _, x in good]) if good else None, bad
 
 
 def _batches(shards: dict[int, list[Item]], batch_size: int, offset: dict[int, int]) -> list[list[int]]:
@@ -398,21 +399,16 @@ def _encode_images(
         token_rows: list[np.ndarray] | None = [] if tokens else None
         skipped: list[tuple[str, str]] = []
         for _ in range(math.ceil(len(items) / batch_size)):
-            batch = next(batches)
-            good = []
-            for pos, tensor, reason in batch:
-                if reason:
-                    _bad(flat[pos].id, reason, on_error, skipped)
-                else:
-                    good.append((pos, tensor))
-            if good:
-                x = torch.stack([t for _, t in good]).to(plan.device, non_blocking=True)
-                p, t = _outputs(plan, x, tokens)
-                kept += [flat[pos] for pos, _ in good]
+            positions, x, bad = next(batches)
+            for pos, reason in bad:
+                _bad(flat[pos].id, reason, on_error, skipped)
+            if positions:
+                p, t = _outputs(plan, x.to(plan.device, non_blocking=True), tokens)
+                kept += [flat[pos] for pos in positions]
                 pooled += p
                 if token_rows is not None:
                     token_rows += t
-            advance(len(batch))
+            advance(len(positions) + len(bad))
         yield index, _shard_data(plan, kept, pooled, token_rows, skipped)
 
 
