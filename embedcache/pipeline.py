@@ -1,0 +1,253 @@
+"""Declarative pipelines: one TOML spec per result table or figure, run end to end into results/<name>.*.
+
+The specs (frozen dataclasses, TOML reading and writing) live in `embedcache.pipeline_spec` and are
+re-exported here; the steps (stores, trainers, evaluations) in `embedcache.pipeline_steps`. This module runs
+them: `run_pipeline` for one spec, `run_all` for many (what `make all` / `make demo` call), each writing
+results/<name>.json (the manifest: status, what is missing, which run ids fill which rows) and the table
+(`embedcache.results`). Nothing is retrained or re-evaluated whose inputs did not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedcache.fingerprint import fingerprint, to_plain
+from embedcache.paths import ENV_VAR as DATA_ENV
+from embedcache.paths import results_dir as default_results_dir
+from embedcache.pipeline_spec import (
+    ColumnSpec,
+    EvalSpec,
+    PipelineSpec,
+    PlotSpec,
+    RowSpec,
+    RunSpec,
+    StoreSpec,
+    dump_pipeline,
+    list_pipelines,
+    load_pipeline,
+    spec_from_dict,
+    spec_to_dict,
+    validate,
+)
+from embedcache.reference import pipelines_dir, read_toml
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AllResult", "ColumnSpec", "EvalSpec", "PipelineResult", "PipelineSpec", "PlotSpec", "RowSpec", "RunSpec",
+    "StoreSpec", "dump_pipeline", "list_pipelines", "load_pipeline", "run_all", "run_pipeline", "select_pipelines",
+    "spec_from_dict", "spec_to_dict", "validate",
+]
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class PipelineResult:
+    """What one pipeline run did. status: complete | not run (something missing) | failed (an error)."""
+
+    name: str
+    status: str = "complete"
+    missing: list[Any] = field(default_factory=list)  # pipeline_steps.Missing
+    notes: list[str] = field(default_factory=list)
+    runs: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)  # run spec -> seed -> sub -> run id
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    evaluated: list[str] = field(default_factory=list)
+    kept_evals: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "complete"
+
+    def summary(self) -> str:
+        """One line, plus one line per missing thing and the command that gets it."""
+        head = (f"{self.name}: {self.status} ({len(self.trained)} runs trained, {len(self.reused)} reused, "
+                f"{len(self.evaluated)} evaluations, {self.seconds:.0f}s)")
+        return "\n".join([head] + [f"  missing: {m.what}" + (f" -> `{m.fix}`" if m.fix else "") for m in self.missing])
+
+
+def resolve_seeds(spec: PipelineSpec, seeds: Sequence[int] | int | None) -> tuple[int, ...]:
+    """The seeds to run: the spec's (None), the first n (an int), or exactly those given."""
+    if seeds is None:
+        return spec.seeds
+    return tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+
+
+def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None = None,
+                 results_dir: str | Path | None = None, seeds: Sequence[int] | int | None = None,
+                 progress: bool = False, device: str | None = None) -> PipelineResult:
+    """Run one pipeline end to end and write results/<name>.json, .md, .csv (and its PNGs).
+
+    Missing data, weights or heads make it "not run": nothing is trained and the table says what is missing
+    and the command that gets it. Runs and evaluations whose inputs did not change are reused, so a second
+    call redoes only what changed. seeds: None (the spec's, 3 by default), an int n (0..n-1) or a list.
+    """
+    from embedcache import pipeline_steps as steps
+
+    spec = spec if isinstance(spec, PipelineSpec) else load_pipeline(spec)
+    t0 = time.perf_counter()
+    out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
+    runs_root = out_dir / "runs"
+    runs_root.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in runs_root.iterdir()}
+    result = PipelineResult(spec.name, missing=steps.unregistered(spec))
+    ctx = steps.StepContext(data_dir, runs_root, device, progress)
+    with _data_dir_env(data_dir):  # raw data too (generated datasets) goes under the data dir, as with the CLI
+        for st in spec.stores if not result.missing else ():
+            missing, note = steps.ensure_store(st, data_dir)
+            result.missing += [missing] if missing else []
+            result.notes += [note] if note else []
+        if not result.missing:
+            try:
+                _train_and_evaluate(spec, resolve_seeds(spec, seeds), ctx, result)
+            except steps.missing_errors() as exc:  # e.g. a store that no [[stores]] entry makes
+                result.missing.append(steps.Missing.from_error(exc))
+    result.missing = steps.unique(result.missing)  # one line per missing dataset, not one per store
+    result.status = "not run" if result.missing else "complete"
+    ids = [i for seeds_ in result.runs.values() for subs in seeds_.values() for i in subs.values()]
+    result.trained = [i for i in dict.fromkeys(ids) if i not in before]
+    result.reused = [i for i in dict.fromkeys(ids) if i in before]
+    result.notes += ctx.notes
+    result.seconds = time.perf_counter() - t0
+    result.outputs = write_outputs(spec, result, out_dir)
+    log.info("%s", result.summary())
+    return result
+
+
+@contextmanager
+def _data_dir_env(data_dir: str | Path | None) -> Iterator[None]:
+    """Set $EMBEDCACHE_DATA_DIR to `data_dir` for the duration (restored after); None leaves it alone."""
+    if data_dir is None:
+        yield
+        return
+    old = os.environ.get(DATA_ENV)
+    os.environ[DATA_ENV] = str(data_dir)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(DATA_ENV, None)
+        else:
+            os.environ[DATA_ENV] = old
+
+
+def _train_and_evaluate(spec: PipelineSpec, seeds: tuple[int, ...], ctx: Any, result: PipelineResult) -> None:
+    from embedcache import pipeline_steps as steps
+
+    for run in spec.runs:
+        for seed in run.seeds or seeds:
+            runs = steps.train_run(run, seed, ctx)
+            ctx.done[(run.id, seed)] = runs
+            result.runs.setdefault(run.id, {})[str(seed)] = {sub: r.id for sub, r in runs.items()}
+            for ev in run.evals:
+                done = steps.evaluate(runs[""], ev, ctx)
+                label = f"{runs[''].id}:{steps.eval_key(ev, runs[''].inputs[0]['dataset'])}"
+                (result.evaluated if done else result.kept_evals).append(label)
+
+
+def manifest(spec: PipelineSpec, result: PipelineResult, runs_root: Path) -> dict[str, Any]:
+    """results/<name>.json: the spec as run, its status, what was missing, and which run ids fill the rows."""
+    return {"pipeline": spec.name, "spec": spec_to_dict(spec), "spec_file": spec.path,
+            "spec_fingerprint": fingerprint(spec), "status": result.status,
+            "missing": [dataclasses.asdict(m) for m in result.missing], "notes": result.notes,
+            "runs": result.runs, "runs_dir": str(runs_root), "trained": result.trained, "reused": result.reused,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(result.seconds, 2)}
+
+
+def write_outputs(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:
+    """Write the manifest atomically, then the table (markdown, csv) and plots built from it."""
+    from embedcache.results import write_results
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = manifest(spec, result, out_dir / "runs")
+    path = out_dir / f"{spec.name}.json"
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(to_plain(record), indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return [path, *write_results(spec, record, out_dir)]
+
+
+@dataclass
+class AllResult:
+    """The outcome of `run_all`: one PipelineResult per pipeline, in order."""
+
+    results: list[PipelineResult]
+
+    @property
+    def not_run(self) -> list[PipelineResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every pipeline ran; 1 otherwise (the CLI exits with it)."""
+        return 1 if self.not_run else 0
+
+    def summary(self) -> str:
+        lines = [r.summary() for r in self.results]
+        if self.not_run:
+            lines.append("did not run: " + ", ".join(f"{r.name} ({r.status})" for r in self.not_run))
+        return "\n".join(lines)
+
+
+def select_pipelines(names: Sequence[str] | None = None, *, demo: bool | None = None,
+                     directory: str | Path | None = None) -> list[str]:
+    """Pipeline names to run: `names` as given, else every spec in the directory (demo: only the demo twins
+    when True, only the papers' pipelines when False, all when None)."""
+    if names:
+        return list(names)
+    folder = Path(directory) if directory is not None else pipelines_dir()
+    chosen = []
+    for name in list_pipelines(folder):
+        raw = read_toml(folder / f"{name}.toml")["pipeline"]
+        if demo is None or bool(raw.get("demo", False)) == demo:
+            chosen.append(str(folder / f"{name}.toml"))
+    return chosen
+
+
+def run_all(names: Sequence[str] | None = None, *, demo: bool | None = None, directory: str | Path | None = None,
+            data_dir: str | Path | None = None, results_dir: str | Path | None = None,
+            seeds: Sequence[int] | int | None = None, progress: bool = False, device: str | None = None
+            ) -> AllResult:
+    """Run every selected pipeline (see `select_pipelines`); one that cannot run (missing data, weights, a head)
+    or fails does not stop the others. `AllResult.exit_code` is non-zero when any did not run, and
+    `AllResult.summary()` lists them with what is missing."""
+    from embedcache.pipeline_steps import Missing
+
+    out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
+    results = []
+    for name in select_pipelines(names, demo=demo, directory=directory):
+        spec = None
+        try:
+            spec = load_pipeline(name)
+            results.append(run_pipeline(spec, data_dir=data_dir, results_dir=out_dir, seeds=seeds,
+                                        progress=progress, device=device))
+        except Exception as exc:  # one broken pipeline must not stop `make all`
+            log.exception("pipeline %s failed", name)
+            failed = PipelineResult(Path(name).stem, status="failed",
+                                    missing=[Missing(f"the pipeline failed: {type(exc).__name__}: {exc}",
+                                                     f"embedcache run {Path(name).stem}")])
+            if spec is not None:
+                failed.outputs = _try_write(spec, failed, out_dir)
+            results.append(failed)
+    return AllResult(results)
+
+
+def _try_write(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:
+    try:
+        return write_outputs(spec, result, out_dir)
+    except Exception:  # the failure itself is already reported; a table-writing error must not hide it
+        log.exception("could not write the table of %s", spec.name)
+        return []

@@ -1,0 +1,275 @@
+"""Result tables and figures, generated from run JSONs: results/<table>.md and .csv, plus PNG curves.
+
+A table is built from a pipeline's manifest (results/<name>.json, written by `embedcache.pipeline`): each
+row reads one metric group of its run's JSON (one run per seed) and shows mean +- std over the seeds, the
+variant used, and, from pipelines/reference.toml, the paper's number beside ours in a column labelled as
+the paper's. Nothing here is typed in: rebuilding the tables (`write_all_tables`, `embedcache tables`) only
+reads JSON. A pipeline that did not run still gets its table: the paper's numbers, empty cells for ours,
+and what is missing with the command that gets it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedcache.reference import REFERENCE_FILE, ReferenceTable, reference_table
+
+if TYPE_CHECKING:
+    from embedcache.pipeline import ColumnSpec, PipelineSpec, PlotSpec, RowSpec
+
+NONE = "—"
+
+
+@dataclass
+class Cell:
+    """One (row, column): our values over seeds (already scaled) and the paper's number."""
+
+    values: list[float] = field(default_factory=list)
+    paper: float | None = None
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.values)) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else None
+
+    def ours(self, digits: int) -> str:
+        if not self.values:
+            return NONE
+        text = f"{self.mean:.{digits}f}"
+        return text + (f" ± {self.std:.{digits}f}" if self.std is not None else "")
+
+
+@dataclass
+class TableRow:
+    spec: RowSpec
+    cells: list[Cell]
+    n: int  # seeds found
+
+
+def _groups(row: RowSpec, manifest: dict[str, Any]) -> list[dict[str, float]]:
+    """The row's metric group from each seed's run JSON (missing runs or groups are skipped)."""
+    run_id, _, sub = row.run.partition("/")
+    runs_dir = Path(manifest["runs_dir"])
+    out = []
+    for subs in manifest.get("runs", {}).get(run_id, {}).values():
+        path = runs_dir / str(subs.get(sub, "")) / "run.json"
+        if sub in subs and path.is_file():
+            group = json.loads(path.read_text()).get("metrics", {}).get(row.metrics)
+            if group is not None:
+                out.append(group)
+    return out
+
+
+def metric_key(row: RowSpec, column: ColumnSpec) -> str | None:
+    """The flat metric key of (row, column): the row's override, else `<prefix>_<metric>`; rows with
+    overrides show only those columns (floors)."""
+    if row.keys:
+        return row.keys.get(column.label)
+    return f"{row.prefix}_{column.metric}" if row.prefix else column.metric
+
+
+def build_rows(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | None) -> list[TableRow]:
+    """Every row of the table with its cells (scaled values over seeds, paper numbers)."""
+    rows = []
+    for row in spec.rows:
+        groups = _groups(row, manifest)
+        cells = []
+        for col in spec.columns:
+            key = metric_key(row, col)
+            values = [g[key] * col.scale for g in groups if key is not None and key in g]
+            paper = ref.value(row.ref, col.ref) if ref and row.ref and col.ref else None
+            cells.append(Cell([float(v) for v in values if not math.isnan(v)], paper))
+        rows.append(TableRow(row, cells, len(groups)))
+    return rows
+
+
+def _reference(spec: PipelineSpec) -> ReferenceTable | None:
+    return reference_table(spec.reference) if spec.reference else None
+
+
+# ---------------------------------------------------------------- markdown and csv
+
+
+def _status_lines(spec: PipelineSpec, manifest: dict[str, Any]) -> list[str]:
+    status = manifest.get("status", "complete")
+    if status == "complete":
+        return []
+    lines = [f"> **{status.upper()}.** Nothing below is a result of ours until this is fixed:"]
+    for m in manifest.get("missing", []):
+        fix = m.get("fix", "")
+        fix = fix if "`" in fix or not fix else f"`{fix}`"  # a prose fix keeps its own inline code
+        lines.append(f"> - missing: {m['what']}" + (f" — to get it: {fix}" if fix else ""))
+    lines.append(f"> then: `embedcache run {spec.name}`")
+    return lines + [""]
+
+
+def markdown(spec: PipelineSpec, manifest: dict[str, Any]) -> str:
+    """The table as markdown: header, status, our columns beside the paper's, notes and run ids."""
+    ref = _reference(spec)
+    rows = build_rows(spec, manifest, ref)
+    seeds = sorted({int(s) for r in manifest.get("runs", {}).values() for s in r}) or list(spec.seeds)
+    lines = [f"# {spec.title}", "",
+             f"Source: {spec.source or 'no paper table'} · spec `{spec.path or f'pipelines/{spec.name}.toml'}` · "
+             f"seeds {', '.join(map(str, seeds))} · status: **{manifest.get('status', 'complete')}** · "
+             f"updated {manifest.get('updated', '?')}", ""]
+    lines += _status_lines(spec, manifest)
+    header = ["model", "kind", "variant", "n"]
+    for col in spec.columns:
+        header += [f"{col.label} (ours)"] + ([f"{col.label} (paper)"] if ref and col.ref else [])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r.spec.label, r.spec.kind, r.spec.variant or NONE, str(r.n)]
+        for col, cell in zip(spec.columns, r.cells, strict=True):
+            cells.append(cell.ours(col.digits) if manifest.get("status", "complete") == "complete" else "not run")
+            if ref and col.ref:
+                cells.append(NONE if cell.paper is None else f"{cell.paper:.{col.digits}f}")
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    lines += ["", *_footer(spec, manifest, ref)]
+    return "\n".join(lines) + "\n"
+
+
+def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | None) -> list[str]:
+    lines = ["Mean ± sample std over the seeds (n = runs found). kinds: ours = the paper's method as trained here; "
+             "baseline = frozen-backbone or simpler-head rows trained here; floor = majority / all-positive rates."]
+    if ref:
+        lines.append(f"Paper columns: {ref.citation} ({ref.caption}; {ref.units}), typed from the paper into "
+                     f"pipelines/{REFERENCE_FILE}. They are the authors' published numbers, not results of this "
+                     "code.")
+        if spec.demo:
+            lines.append(f"This is a demo twin of `{spec.twin_of}` on generated data with offline backbones: the "
+                         "paper columns come from the real setup and are NOT comparable; they show the layout.")
+    notes = list(spec.notes) + list(manifest.get("notes", []))
+    lines += [""] + [f"- {n}" for n in notes] if notes else []
+    runs = manifest.get("runs", {})
+    if runs:
+        lines += ["", "Runs (results/runs/<id>/run.json):"]
+        lines += [f"- {rid}: " + ", ".join(sorted({i for subs in seeds.values() for i in subs.values()}))
+                  for rid, seeds in runs.items()]
+    return lines
+
+
+def csv_text(spec: PipelineSpec, manifest: dict[str, Any]) -> str:
+    """One line per row: status, label, kind, variant, n, then per column mean, std and the paper's number."""
+    ref = _reference(spec)
+    rows = build_rows(spec, manifest, ref)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    header = ["pipeline", "status", "row", "kind", "variant", "n"]
+    for col in spec.columns:
+        header += [col.label, f"{col.label} std", f"{col.label} paper"]
+    writer.writerow(header)
+    for r in rows:
+        line: list[Any] = [spec.name, manifest.get("status", "complete"), r.spec.label, r.spec.kind, r.spec.variant,
+                           r.n]
+        for cell in r.cells:
+            line += [_num(cell.mean), _num(cell.std), _num(cell.paper)]
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.6g}"
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _mean_groups(groups: list[dict[str, float]]) -> dict[str, float]:
+    keys = set.intersection(*(set(g) for g in groups)) if groups else set()
+    return {k: float(np.mean([g[k] for g in groups])) for k in keys}
+
+
+def _plot_rows(spec: PipelineSpec, plot: PlotSpec) -> list[RowSpec]:
+    return [r for r in spec.rows if (r.label in plot.rows if plot.rows else r.kind != "floor")]
+
+
+def _sts(spec: PipelineSpec, plot: PlotSpec, manifest: dict[str, Any], path: Path) -> Path:
+    from embedcache.evaluate.plots import plot_sts_tolerance
+
+    curves = {}
+    for row in _plot_rows(spec, plot):
+        mean = _mean_groups(_groups(row, manifest))
+        head = f"{row.prefix or 'sts'}_"
+        curves[row.label] = {"sts_" + k[len(head):]: v for k, v in mean.items() if k.startswith(head + "acc@")}
+    return plot_sts_tolerance(curves, path, prefix="sts")
+
+
+def _hits(spec: PipelineSpec, plot: PlotSpec, manifest: dict[str, Any], path: Path) -> Path:
+    from embedcache.evaluate.plots import plot_hit_rate
+
+    curves = {}
+    for row in _plot_rows(spec, plot):
+        head = f"{plot.prefix or row.prefix}_hit@"
+        mean = _mean_groups(_groups(row, manifest))
+        curves[row.label] = {f"{plot.prefix or row.prefix}_{k.split('_')[-1]}": v
+                             for k, v in mean.items() if k.startswith(head)}
+    return plot_hit_rate(curves, path)
+
+
+def _columns(spec: PipelineSpec, plot: PlotSpec, manifest: dict[str, Any], path: Path) -> Path:
+    """Each row's columns that have an `x` as one line (ours solid, the paper's dashed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ref = _reference(spec)
+    cols = [(i, c) for i, c in enumerate(spec.columns) if c.x is not None]
+    by_label = {r.spec.label: r for r in build_rows(spec, manifest, ref)}
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for row in _plot_rows(spec, plot):
+        cells = [(c.x, by_label[row.label].cells[i]) for i, c in cols]
+        ours = [(x, cell.mean) for x, cell in cells if cell.mean is not None]
+        paper = [(x, cell.paper) for x, cell in cells if cell.paper is not None]
+        color = None
+        if ours:
+            color = ax.plot(*zip(*ours, strict=True), marker="o", label=f"{row.label} (ours)")[0].get_color()
+        if paper:
+            ax.plot(*zip(*paper, strict=True), linestyle="--", marker="x", color=color, label=f"{row.ref} (paper)")
+    ax.set(xlabel=plot.prefix or "x", ylabel="value")
+    ax.set_title(spec.name, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig).print_figure(str(path), dpi=120)
+    return path
+
+
+PLOTTERS = {"sts-tolerance": _sts, "hit-rate": _hits, "columns": _columns}
+
+
+def write_results(spec: PipelineSpec, manifest: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """results/<name>.md and .csv, and every plot of the spec when the pipeline ran; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, table = out / f"{spec.name}.md", out / f"{spec.name}.csv"
+    md.write_text(markdown(spec, manifest))
+    table.write_text(csv_text(spec, manifest))
+    written = [md, table]
+    if manifest.get("status", "complete") == "complete":
+        written += [PLOTTERS[p.kind](spec, p, manifest, out / p.file) for p in spec.plots]
+    return written
+
+
+def write_all_tables(out_dir: str | Path) -> list[Path]:
+    """Rebuild every table and plot from the manifests in `out_dir` (results/*.json) and the run JSONs they
+    name; trains and evaluates nothing."""
+    from embedcache.pipeline import spec_from_dict
+
+    written = []
+    for path in sorted(Path(out_dir).glob("*.json")):
+        record = json.loads(path.read_text())
+        if "pipeline" in record and "spec" in record:
+            spec = spec_from_dict(record["spec"], str(path))
+            written += write_results(spec, record, out_dir)
+    return written
