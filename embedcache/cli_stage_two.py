@@ -16,7 +16,7 @@ Opt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Head opti
 
 def register(app: typer.Typer) -> None:
     """Add the stage-two commands to `app`."""
-    for fn in (train, eval_, embed, pairs, runs, heads):
+    for fn in (train, eval_, embed, pairs, runs, heads, run, pipelines):
         app.command(fn.__name__.rstrip("_"))(fn)
 
 
@@ -189,4 +189,39 @@ def heads() -> None:
     for name in LATE_FUSIONS.names():
         doc = (LATE_FUSIONS.get(name).__doc__ or "").strip().splitlines()
         table.add_row(name, "late fusion", "mvsa-single-late", doc[0] if doc else "")
+    _cli().out.print(table)
+
+
+def run(
+    pipeline: Annotated[list[str] | None, typer.Argument(help="Pipeline names or TOML paths (default: all).")] = None,
+    demo: Annotated[bool | None, typer.Option("--demo/--papers", help="Only the offline demo twins / only the "
+                                                                      "papers' own pipelines (default: both).")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per run (default: the spec's).")] = None,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """Regenerate result tables: extract missing stores, train each head over its seeds, evaluate, write
+    results/<table>.md/.csv/.png. Pipelines that cannot run still write their table with what is missing;
+    the exit code is non-zero when any did not run."""
+    from embedcache.pipeline import run_all
+
+    cli = _cli()
+    result = run_all(pipeline or None, demo=demo, data_dir=cli._use_data_dir(data_dir),
+                     seeds=list(range(seeds)) if seeds else None, progress=True, device=device)
+    cli.out.print(result.summary(), highlight=False, markup=False)
+    for r in result.results:
+        for path in r.outputs:
+            if str(path).endswith(".md"):
+                cli.out.print(f"table: {path}")
+    raise typer.Exit(result.exit_code)
+
+
+def pipelines() -> None:
+    """The pipeline specs under pipelines/ (one per paper table or figure, plus the offline demo twins)."""
+    from embedcache.pipeline import load_pipeline, select_pipelines
+
+    table = Table("name", "demo", "title")
+    for name in select_pipelines():
+        spec = load_pipeline(name)
+        table.add_row(spec.name, "yes" if spec.demo else "", spec.title)
     _cli().out.print(table)
