@@ -81,9 +81,10 @@ class PipelineResult:
 
 def resolve_seeds(spec: PipelineSpec, seeds: Sequence[int] | int | None) -> tuple[int, ...]:
     """The seeds to run: the spec's (None), the first n (an int), or exactly those given."""
-    if seeds is None:
-        return spec.seeds
-    return tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    chosen = spec.seeds if seeds is None else tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    if not chosen:
+        raise ValueError(f"pipeline {spec.name!r} needs at least one seed; got {seeds!r}")
+    return chosen
 
 
 def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None = None,
@@ -98,6 +99,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     from embedcache import pipeline_steps as steps
 
     spec = spec if isinstance(spec, PipelineSpec) else load_pipeline(spec)
+    chosen = resolve_seeds(spec, seeds)
     t0 = time.perf_counter()
     out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
     runs_root = out_dir / "runs"
@@ -112,7 +114,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
             result.notes += [note] if note else []
         if not result.missing:
             try:
-                _train_and_evaluate(spec, resolve_seeds(spec, seeds), ctx, result)
+                _train_and_evaluate(spec, chosen, ctx, result)
             except steps.missing_errors() as exc:  # e.g. a store that no [[stores]] entry makes
                 result.missing.append(steps.Missing.from_error(exc))
     result.missing = steps.unique(result.missing)  # one line per missing dataset, not one per store

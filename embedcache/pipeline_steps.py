@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- running: what is missing
 
 
+FIX_COMMAND = re.compile(r"(embedcache (download|extract)|hf download|pip install) ")
+
+
 @dataclass
 class Missing:
     """Why a pipeline cannot run: what is missing, the full message, and the command that gets it."""
@@ -49,12 +52,12 @@ class Missing:
     def from_error(cls, exc: BaseException) -> Missing:
         text = str(exc)
         first = text.split(" Looked in")[0].split("\n")[0].strip()
-        commands = re.findall(r"`([^`]+)`", text)
-        fix = next((c for c in commands if c.split(" ")[0] in ("embedcache", "hf", "pip")), "")
+        candidates = re.findall(r"`([^`]+)`", text) + [ln.strip() for ln in text.splitlines()]
+        commands = list(dict.fromkeys(c for c in candidates if FIX_COMMAND.match(c)))
+        extracts = [c for c in commands if c.startswith("embedcache extract ")]  # one per missing store: all
+        fix = "; ".join(extracts) if extracts else next(iter(commands), "")
         if not fix and "To get it:" in text:
             fix = text.split("To get it:", 1)[1].strip().splitlines()[0]
-        if not fix:
-            fix = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("embedcache ")), "")
         return cls(first, fix, text)
 
 

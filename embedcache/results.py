@@ -11,6 +11,7 @@ and what is missing with the command that gets it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -121,8 +122,7 @@ def markdown(spec: PipelineSpec, manifest: dict[str, Any]) -> str:
     seeds = sorted({int(s) for r in manifest.get("runs", {}).values() for s in r}) or list(spec.seeds)
     lines = [f"# {spec.title}", "",
              f"Source: {spec.source or 'no paper table'} · spec `{spec.path or f'pipelines/{spec.name}.toml'}` · "
-             f"seeds {', '.join(map(str, seeds))} · status: **{manifest.get('status', 'complete')}** · "
-             f"updated {manifest.get('updated', '?')}", ""]
+             f"seeds {', '.join(map(str, seeds))} · status: **{manifest.get('status', 'complete')}**", ""]
     lines += _status_lines(spec, manifest)
     header = ["model", "kind", "variant", "n"]
     for col in spec.columns:
@@ -270,6 +270,6 @@ def write_all_tables(out_dir: str | Path) -> list[Path]:
     for path in sorted(Path(out_dir).glob("*.json")):
         record = json.loads(path.read_text())
         if "pipeline" in record and "spec" in record:
-            spec = spec_from_dict(record["spec"], str(path))
+            spec = dataclasses.replace(spec_from_dict(record["spec"], str(path)), path=record.get("spec_file", ""))
             written += write_results(spec, record, out_dir)
     return written

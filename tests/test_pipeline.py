@@ -26,7 +26,7 @@ from embedcache.pipeline import (
     spec_from_dict,
     spec_to_dict,
 )
-from embedcache.pipeline_steps import extract_command, unregistered
+from embedcache.pipeline_steps import Missing, extract_command, unregistered
 from embedcache.reference import pipelines_dir, read_toml
 
 SHIPPED = list_pipelines(pipelines_dir())
@@ -106,6 +106,20 @@ def test_every_paper_table_has_a_demo_twin() -> None:
     twins = {s.twin_of for s in specs if s.demo}
     assert real and real == twins
     assert all(s.name == f"demo-{s.twin_of}" for s in specs if s.demo)
+
+
+def test_missing_weights_and_stores_name_their_fix() -> None:
+    from embedcache.backbones import BACKBONES
+    from embedcache.backbones.common import WeightsNotFoundError
+    from embedcache.train import StoresMissingError
+
+    weights = Missing.from_error(WeightsNotFoundError(BACKBONES.get("bert"), ["Hugging Face hub"]))
+    assert weights.what.startswith("weights for backbone 'bert' (bert-base-uncased @ ")
+    assert weights.fix.startswith("hf download bert-base-uncased --revision ")
+    stores = Missing.from_error(StoresMissingError(
+        "`embedcache train h` needs the stores x, y; make them with:\n  embedcache extract d --model a\n"
+        "  embedcache extract d --model b"))
+    assert stores.fix == "embedcache extract d --model a; embedcache extract d --model b"
 
 
 def test_extract_command_spells_the_store() -> None:
