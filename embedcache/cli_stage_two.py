@@ -16,7 +16,7 @@ Opt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Head opti
 
 def register(app: typer.Typer) -> None:
     """Add the stage-two commands to `app`."""
-    for fn in (train, eval_, embed, pairs, runs, heads, run, pipelines):
+    for fn in (train, eval_, embed, pairs, runs, heads, run, pipelines, tables):
         app.command(fn.__name__.rstrip("_"))(fn)
 
 
@@ -225,3 +225,12 @@ def pipelines() -> None:
         spec = load_pipeline(name)
         table.add_row(spec.name, "yes" if spec.demo else "", spec.title)
     _cli().out.print(table)
+
+
+def tables() -> None:
+    """Rebuild every results/<table>.md/.csv/.png from the recorded runs, without training anything."""
+    from embedcache.paths import results_dir
+    from embedcache.results import write_all_tables
+
+    for path in write_all_tables(results_dir()):
+        _cli().out.print(f"wrote {path}")

@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 FORMAT_VERSION = "1"
 IMAGE_SIZE = 128
+DEFAULT_SIZE = 1000  # images: 3,000 captions; sized so `make demo` stays within minutes on a 2-core CPU
 SPLITS = ("train", "val", "test")
 LABEL_KINDS = ("single", "multi")
 HEADERS = {
@@ -407,7 +408,7 @@ def _meta_mismatch(root: Path, size: int, seed: int, captions_per_image: int) ->
     return ", ".join(diff) or None
 
 
-def generate_shapes(root: Path, size: int = 3000, seed: int = 0, captions_per_image: int = 3,
+def generate_shapes(root: Path, size: int = DEFAULT_SIZE, seed: int = 0, captions_per_image: int = 3,
                     overwrite: bool = False) -> Path:
     """Write the shapes dataset to `root`, deterministically from `seed`, and return `root`. It is built in a
     sibling temp directory and renamed into place, so a crash never leaves a half dataset that looks whole.
@@ -564,7 +565,7 @@ class ShapesDataset(Dataset):
 
     name = "shapes"
 
-    def __init__(self, root: str | Path | None = None, size: int = 3000, seed: int = 0,
+    def __init__(self, root: str | Path | None = None, size: int = DEFAULT_SIZE, seed: int = 0,
                  captions_per_image: int = 3, labels: str = "single") -> None:
         if labels not in LABEL_KINDS:
             raise ValueError(f"unknown labels {labels!r} for shapes; known: {', '.join(LABEL_KINDS)}")
