@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedcache.datasets import DATASETS, Dataset, Item, Split, create_dataset
+from embedcache.datasets import DATASETS
 from embedcache.fingerprint import fingerprint, to_plain
 from embedcache.paths import store_path
 from embedcache.registry import Registry
@@ -86,7 +86,6 @@ def load_head_families() -> list[str]:
 def unregistered(spec: PipelineSpec) -> list[Missing]:
     """Heads, tasks, late-fusion methods, datasets and backbones the spec names that are not registered."""
     from embedcache.backbones import resolve_spec
-    from embedcache.datasets import DATASETS
     from embedcache.heads import HEADS
     from embedcache.tasks import TASKS
 
@@ -132,45 +131,6 @@ def unique(items: list[Missing]) -> list[Missing]:
             seen.add(m.what)
             out.append(m)
     return out
-
-
-# ---------------------------------------------------------------- zero-shot prompts as a dataset
-
-
-class ClassPrompts(Dataset):
-    """Zero-shot prompts: one text item per (class, template) of another dataset's classes, label = the class
-    index; split `prompts`. Extracted like any dataset into the store `<dataset>-prompts` that the zero-shot
-    task reads. `root` is the source dataset's root (its class names may live in its files, e.g. CIFAR)."""
-
-    name = "class-prompts"
-    version = "1"
-    modalities = ("text",)
-    label_kind = "single"
-
-    def __init__(self, root: str | Path | None = None, *, of: str = "shapes",
-                 templates: tuple[str, ...] | list[str] = ("a photo of a {}",),
-                 of_options: dict[str, Any] | None = None) -> None:
-        super().__init__(root, of=of, templates=list(templates), of_options=dict(of_options or {}))
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        o = self._options
-        return tuple(create_dataset(o["of"], root=self.root, **o["of_options"]).classes)
-
-    def splits(self) -> list[str]:
-        return ["prompts"]
-
-    def load_split(self, split: str) -> Split:
-        if split != "prompts":
-            raise ValueError(f"class-prompts has one split, 'prompts'; got {split!r}")
-        templates = self._options["templates"]
-        texts = [Item(id=f"{c:04d}-{k}", text=t.format(name), label=c)
-                 for c, name in enumerate(self.classes) for k, t in enumerate(templates)]
-        return Split("prompts", texts=texts)
-
-
-if "class-prompts" not in DATASETS:
-    DATASETS.register("class-prompts", ClassPrompts)
 
 
 # ---------------------------------------------------------------- stage one

@@ -26,6 +26,7 @@ from embedcache.datasets import (  # noqa: E402,F401
     glue,
     mmsd,
     mvsa,
+    prompts,
     synthetic,
     tiny_imagenet,
 )
