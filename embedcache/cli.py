@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,10 +12,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from embedcache import cli_stage_two
+from embedcache.paths import ENV_VAR
 from embedcache.paths import data_dir as resolve_data_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -28,10 +31,6 @@ DataDir = Annotated[
 
 def _use_data_dir(path: Path | None) -> Path:
     """--data-dir wins over $EMBEDCACHE_DATA_DIR for everything this command reads or writes."""
-    import os
-
-    from embedcache.paths import ENV_VAR
-
     if path is not None:
         os.environ[ENV_VAR] = str(path)
     return resolve_data_dir(path)
@@ -48,30 +47,22 @@ def _size(n: int) -> str:
 @contextmanager
 def _user_errors():
     """Errors a user can act on print as one red message and exit 1 (EMBEDCACHE_DEBUG=1 keeps the traceback)."""
-    import os
-
     try:
         yield
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         if os.environ.get("EMBEDCACHE_DEBUG") or not _is_ours(exc):
             raise
-        console.print(f"[bold red]error:[/] {_escape(str(exc))}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
 def _is_ours(exc: BaseException) -> bool:
-    """Raised deliberately with an actionable message: one of our error types, or a ValueError from our code."""
+    """Raised by embedcache's own code (whose messages say what to do), not deep inside a library."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     raised_in = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
     return raised_in.startswith("embedcache.")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def _progress() -> Progress:
@@ -180,7 +171,7 @@ def _extract_summary(path: Path, reports) -> None:
         out.print("nothing to do: every split is already extracted with the same fingerprint")
     for r in reports:
         for item_id, reason in r.skipped[:10]:
-            out.print(f"[yellow]skipped[/] {r.split}/{_escape(item_id)}: {_escape(reason)}")
+            out.print(f"[yellow]skipped[/] {r.split}/{escape(item_id)}: {escape(reason)}")
         if len(r.skipped) > 10:
             out.print(f"[yellow]... and {len(r.skipped) - 10} more skipped in {r.split}[/] (see `embedcache info`)")
 
@@ -238,7 +229,7 @@ def info(
     with _user_errors(), open_store(path) as st:
         table = Table(title=str(path), show_header=False)
         for key, value in sorted(st.attrs.items()):
-            table.add_row(key, _escape(json.dumps(value) if not isinstance(value, str) else value))
+            table.add_row(key, escape(json.dumps(value) if not isinstance(value, str) else value))
         out.print(table)
         splits = Table()
         for col in ("split", "rows", "dim", "tokens", "token rows", "labels", "links", "pairs", "skipped"):
@@ -254,7 +245,7 @@ def info(
         out.print(splits)
         for name in st.splits:
             for item_id, reason in st.split(name).skipped:
-                out.print(f"[yellow]skipped[/] {name}/{_escape(item_id)}: {_escape(reason)}")
+                out.print(f"[yellow]skipped[/] {name}/{escape(item_id)}: {escape(reason)}")
 
 
 @app.command()

@@ -1,0 +1,32 @@
+"""The `embedcache` command end to end, in-process (typer's CliRunner) on a tiny generated dataset."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from embedcache.cli import app
+
+runner = CliRunner()
+
+
+def test_extract_ls_info_and_a_rerun_that_does_nothing(tmp_path):
+    args = ["extract", "shapes", "--model", "minilm", "-o", "size=20", "--data-dir", str(tmp_path)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "extracted" in first.output and "nothing to do" not in first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    listed = runner.invoke(app, ["ls", "--data-dir", str(tmp_path)])
+    assert "shapes/minilm" in listed.output and "complete" in listed.output
+    info = runner.invoke(app, ["info", "shapes/minilm", "--data-dir", str(tmp_path)])
+    assert info.exit_code == 0 and "all-MiniLM-L6-v2" in info.output and "fingerprint" in info.output
+
+
+def test_user_errors_are_one_message_with_the_fix(tmp_path):
+    missing = runner.invoke(app, ["extract", "coco", "--model", "minilm", "--data-dir", str(tmp_path)])
+    assert missing.exit_code == 1
+    assert "not found" in missing.output and "embedcache download coco" in missing.output
+    unknown = runner.invoke(app, ["extract", "shapes", "--model", "minlm", "--data-dir", str(tmp_path)])
+    assert unknown.exit_code == 1 and "known:" in unknown.output and "minilm" in unknown.output
+    no_stores = runner.invoke(app, ["train", "cbmf-add", "--data-dir", str(tmp_path)])
+    assert no_stores.exit_code == 1 and "embedcache extract shapes --model effnet-lite0" in no_stores.output
