@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from embedcache.cli import app
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _restore_data_dir_env(tmp_path, monkeypatch):
+    """--data-dir sets $EMBEDCACHE_DATA_DIR for the command's process; here that process is the test run."""
+    monkeypatch.setenv("EMBEDCACHE_DATA_DIR", str(tmp_path))
 
 
 def test_extract_ls_info_and_a_rerun_that_does_nothing(tmp_path):
