@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import queue
 import threading
 import time
@@ -28,7 +29,7 @@ from embedcache.backbones.base import Encoder
 from embedcache.datasets import BadItemError, Dataset, Item, Split, create_dataset
 from embedcache.datasets.images import check_text, load_image
 from embedcache.paths import store_path
-from embedcache.store import ShardData, StoreWriter, open_store
+from embedcache.store import DTYPES, ShardData, StoreWriter, open_store
 
 OnError = Literal["fail", "skip"]
 
@@ -66,8 +67,6 @@ def default_device() -> str:
 
 def default_workers() -> int:
     """Decode workers: leave the model at least one core on a small machine."""
-    import os
-
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
@@ -88,6 +87,8 @@ def plan_extraction(
     device: str | None = None,
 ) -> ExtractPlan:
     """Load the dataset's splits and the encoder, and compute the store's attributes (its fingerprint)."""
+    if dtype not in DTYPES:
+        raise ExtractError(f"--dtype {dtype!r} is not a store dtype; use one of {', '.join(DTYPES)}")
     spec = resolve_spec(model)
     ds = create_dataset(dataset, root=root, **(dataset_options or {}))
     if spec.modality not in ds.modalities:
