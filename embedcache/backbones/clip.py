@@ -22,9 +22,7 @@ from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
 from embedcache.backbones.common import (
     WeightsSource,
     check_pooling,
-    compute_dtype,
     inference,
-    library_versions,
     resolve_source,
 )
 from embedcache.registry import Registry
@@ -72,17 +70,7 @@ class ClipTowerEncoder(Encoder):
         return hf_loading.weight_sha256(self.spec, self.source)
 
     def describe(self) -> dict[str, Any]:
-        dtype = compute_dtype(self.spec, self.device)
-        return {
-            "name": self.spec.name, "library": "transformers", "modality": self.spec.modality,
-            "model_id": self.spec.model_id, "revision": self.spec.revision,
-            "architecture": type(self.model).__name__,
-            "weights_source": self.source.label if self.source.kind == "offline" else self.source.kind,
-            "weights_sha256": self.weights_sha256, "preprocessing": self.preprocessing,
-            "pooling": self.pooling, "dim": self.dim, "token_dim": self.token_dim, "max_length": self.max_length,
-            "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
-            "versions": library_versions("transformers", "tokenizers"),
-        }
+        return hf_loading.describe(self)
 
     def to(self, device: torch.device | str) -> ClipTowerEncoder:
         self.device = torch.device(device)

@@ -16,9 +16,11 @@ from embedcache.backbones.common import (
     WEIGHT_SUFFIXES,
     WeightsNotFoundError,
     WeightsSource,
+    compute_dtype,
     hub_cache_dir,
     hub_kwargs,
     hub_repo,
+    library_versions,
     sha256_file,
 )
 
@@ -107,3 +109,19 @@ def _source_file(spec: BackboneSpec, source: WeightsSource, name: str) -> Path |
 
     hit = try_to_load_from_cache(hub_repo(spec), name, cache_dir=str(hub_cache_dir()), revision=spec.revision)
     return Path(hit) if isinstance(hit, str) else None
+
+
+def describe(enc: Any) -> dict[str, Any]:
+    """`Encoder.describe()` of a transformers-backed encoder (text models and the CLIP towers): everything
+    that determines its numbers, for the store fingerprint."""
+    dtype = compute_dtype(enc.spec, enc.device)
+    return {
+        "name": enc.spec.name, "library": "transformers", "modality": enc.spec.modality,
+        "model_id": enc.spec.model_id, "revision": enc.spec.revision,
+        "architecture": type(enc.model).__name__,
+        "weights_source": enc.source.label if enc.source.kind == "offline" else enc.source.kind,
+        "weights_sha256": enc.weights_sha256, "preprocessing": enc.preprocessing,
+        "pooling": enc.pooling, "dim": enc.dim, "token_dim": enc.token_dim, "max_length": enc.max_length,
+        "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
+        "versions": library_versions("transformers", "tokenizers"),
+    }
