@@ -35,14 +35,7 @@ IMAGE = [n for n in NAMES if BACKBONES.get(n).modality == "image"]
 TIMM = [n for n in NAMES if BACKBONES.get(n).library == "timm"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: with 2 OpenMP threads each small op waits for a descheduled
-    peer (measured 2-3x slower here); one thread for this module, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

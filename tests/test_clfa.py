@@ -21,13 +21,7 @@ SMALL = {"mlp_hidden": 64, "ff_dim": 64, "num_heads": 2}
 FAST = {"epochs": 25, "batch_size": 64, "lr": 3e-3, "early_stop_patience": 5, "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny heads on a shared 2-core machine: extra torch threads only fight each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,7 @@ MLP_HEADS = ["mlp-text", "mlp-image", "mlp-concat", "pca-concat", "mlp-attention
 FAST = {"epochs": 25, "batch_size": 64, "lr": 3e-3, "early_stop_patience": 5, "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny heads on a shared 2-core machine: extra torch threads only fight each other (10x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- generated stores

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_heads_mlp import make_task_stores
 
 from embedcache.late_fusion import (
@@ -41,13 +40,7 @@ def _probs(pred: list[int]) -> np.ndarray:
     return p
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny heads on a shared 2-core machine: extra torch threads only fight each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- the weightings by hand

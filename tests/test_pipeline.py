@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from _stage2_fixtures import make_toy_stores
 
 from embedcache.pipeline import (
@@ -32,13 +31,7 @@ from embedcache.reference import pipelines_dir, read_toml
 SHIPPED = list_pipelines(pipelines_dir())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny heads here train faster on one thread, above all on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy_spec(epochs: int = 2, seeds: tuple[int, ...] = (0, 1)) -> PipelineSpec:

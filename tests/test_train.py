@@ -21,14 +21,7 @@ from embedcache.views import join, load_view, view_from_arrays
 SMALL = {"dim": 64, "ff_dim": 256}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Heads this small run microsecond ops, where a second intra-op thread costs more than it gives,
-    badly so on a shared 2-core machine; restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
