@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.embed import encode_view
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
 from embedcache.heads import HEADS, HeadSpec, create_head
@@ -32,7 +33,18 @@ from embedcache.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classi
 from embedcache.registry import Registry
 from embedcache.runs import Run, find_run, make_run_id, save_run
 from embedcache.store import open_store
-from embedcache.train import SETTINGS, FitResult, SettingSpec, TrainCfg, check_stores, fit, holdout
+from embedcache.train import (
+    SETTINGS,
+    FitResult,
+    SettingSpec,
+    TrainCfg,
+    check_stores,
+    fit,
+    holdout,
+    inputs_key,
+    run_inputs,
+    say_streamed,
+)
 from embedcache.views import PAIRINGS, PairData, View, join, load_view, pair_by_ids
 
 VAL_SPLITS = ("val", "valid", "validation", "dev")  # MMSD publishes `valid`
@@ -110,13 +122,14 @@ def row_labels(views: Sequence[View], rows: np.ndarray) -> tuple[np.ndarray, int
 
 
 def load_labelled(paths: Sequence[Path], split: str, *, pairing: str = "multi-links",
-                  tokens: Sequence[bool | None] | None = None) -> PairData:
+                  tokens: Sequence[bool | None] | None = None, ram_budget: int | None = None) -> PairData:
     """One split of every store in RAM, joined by id, with per-row labels; rows without a label are dropped.
 
-    tokens: per store True/False/None (None: tokens when stored); default pooled vectors only.
+    tokens: per store True/False/None (None: tokens when stored); default pooled vectors only. Token arrays
+    above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.views).
     """
     tokens = list(tokens) if tokens is not None else [False] * len(paths)
-    views = [load_view(p, split, tokens=t) for p, t in zip(paths, tokens, strict=True)]
+    views = [load_view(p, split, tokens=t, ram_budget=ram_budget) for p, t in zip(paths, tokens, strict=True)]
     data = join(views, pairing)
     rows = data.rows.numpy()
     labels, _ = row_labels(views, rows)
@@ -144,10 +157,13 @@ def label_info(data: PairData) -> tuple[str, list[str]]:
 def predict_proba(head: ClassifierHead, data: PairData, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Class probabilities (P, C) of every row of `data`, in row order, eval mode."""
     head.eval()
-    device = data.rows.device
-    chunks = [head.predict_proba(data.batch(idx)).float().cpu()
-              for idx in torch.arange(len(data), device=device).split(batch_size)]
-    return torch.cat(chunks).numpy()
+    order, chunks = [], []
+    for idx in data.epoch(batch_size):  # in row order, or block by block when tokens are streamed
+        order.append(idx.cpu())
+        chunks.append(head.predict_proba(data.batch(idx)).float().cpu())
+    probs = torch.cat(chunks)
+    probs[torch.cat(order)] = probs.clone()
+    return probs.numpy()
 
 
 def _single(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
@@ -175,12 +191,6 @@ def evaluate_probs(probs: np.ndarray, labels: np.ndarray, label_kind: str, class
 
 
 # ---------------------------------------------------------------- training
-
-
-def _inputs(data: PairData) -> list[dict[str, Any]]:
-    return [{"path": v.path, "dataset": v.attrs.get("dataset", ""), "backbone": v.attrs.get("backbone", ""),
-             "modality": v.attrs.get("modality", ""), "fingerprint": v.fingerprint, "tokens": v.uses_tokens,
-             "dim": v.dim} for v in data.views]
 
 
 def _fit_phases(model: ClassifierHead, train: PairData, val: PairData, cfg: TrainCfg, progress: bool
@@ -221,7 +231,7 @@ def train_classifier(
     pairing: str | None = None, tokens: bool | None = None, epochs: int = 100, batch_size: int = 64,
     lr: float = 1e-3, weight_decay: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.8,
     early_stop_patience: int = 5, seed: int = 0, options: dict[str, Any] | None = None, device: str | None = None,
-    progress: bool = True, runs_root: str | Path | None = None, force: bool = False,
+    progress: bool = True, runs_root: str | Path | None = None, force: bool = False, ram_budget: int | None = None,
 ) -> Run:
     """Train the classifier head `head` on labelled stores and write its run; returns the finished Run.
 
@@ -237,10 +247,11 @@ def train_classifier(
     plan = _token_plan(head, len(backbones), tokens)
     paths = check_stores(head, dataset, backbones, data_dir, any(t is not False for t in plan) or None)
     t0 = time.perf_counter()
-    train_data = load_labelled(paths, train_split, pairing=pairing, tokens=plan)
+    train_data = load_labelled(paths, train_split, pairing=pairing, tokens=plan, ram_budget=ram_budget)
     val_name = find_val_split(paths, val_split)
     if val_name is not None:
-        val_data, val_info = load_labelled(paths, val_name, pairing=pairing, tokens=plan), {"split": val_name}
+        val_data = load_labelled(paths, val_name, pairing=pairing, tokens=plan, ram_budget=ram_budget)
+        val_info = {"split": val_name}
     else:
         train_data, val_data = holdout(train_data, val_fraction, seed)
         val_info = {"held_out_from": train_split, "fraction": val_fraction}
@@ -253,7 +264,7 @@ def train_classifier(
                    seed, drop_last=False)  # a classifier loses nothing from a small last batch
     data_info = {"train": {"split": train_split, "rows": len(train_data), "dropped": train_data.dropped},
                  "val": {**val_info, "rows": len(val_data)}, "pairing": pairing}
-    key = {"head": spec, "train": cfg, "inputs": [(i["fingerprint"], i["tokens"]) for i in _inputs(train_data)],
+    key = {"head": spec, "train": cfg, "inputs": inputs_key(train_data),
            "data": data_info, "test": test_split}
     run_id = make_run_id(head, key)
     if not force and (done := find_run(run_id, runs_root)) is not None:
@@ -264,13 +275,15 @@ def train_classifier(
     model: ClassifierHead = create_head(spec)
     model.prepare(train_data)  # closed-form parts (PCA) from the training rows, before anything moves
     model.to(dev)
+    if progress:
+        say_streamed(train_data, val_data)
     history, summary = _fit_phases(model, train_data.to(dev), val_data.to(dev), cfg, progress)
     metrics = {"train": _flat_summary(summary),
                "val": evaluate_probs(predict_proba(model, val_data), val_data.labels.cpu().numpy(), kind, classes)}
     test_info = _evaluate_test(model, paths, test_split, pairing, plan, kind, classes, dev, metrics)
     record = {
         "run_id": run_id, "task": "classify", "head": spec, "head_cfg": asdict(model.cfg), "train": cfg, "seed": seed,
-        "setting": st.name if setting or dataset == st.dataset else None, "inputs": _inputs(train_data),
+        "setting": st.name if setting or dataset == st.dataset else None, "inputs": run_inputs(train_data),
         "data": {**data_info, "test": test_info}, "classes": classes, "label_kind": kind, "device": str(dev),
         "parameters": sum(p.numel() for p in model.parameters()), "metrics": metrics, "history": history,
         "timings": {"load_s": load_seconds, "train_s": sum(s["train_s"] for s in summary.values())},
@@ -313,15 +326,6 @@ def pca_sweep(dims: Sequence[int] = PCA_SWEEP, *, options: dict[str, Any] | None
 # ---------------------------------------------------------------- a trained head's outputs as stores (teachers)
 
 
-@torch.no_grad()
-def encode_view(head: Any, m: int, view: View, batch_size: int = 256) -> np.ndarray:
-    """Modality `m` of a trained head over every row of `view`: (N, out_dim) float32, eval mode."""
-    head.eval()
-    out = [head.encode(m, *view.gather(rows)).float().cpu()
-           for rows in torch.arange(len(view)).split(batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, head.out_dim), np.float32)
-
-
 def write_head_stores(run: Run, *, names: Sequence[str], dataset: str | None = None,
                       data_dir: str | Path | None = None, splits: Sequence[str] | None = None, force: bool = False
                       ) -> list[Path]:
@@ -347,7 +351,7 @@ def write_head_stores(run: Run, *, names: Sequence[str], dataset: str | None = N
         with StoreWriter(path, out_attrs, force=force) as writer:
             for split in todo:
                 view = load_view(src, split, tokens=bool(inp.get("tokens")))
-                writer.write_shard(split, 0, ShardData(ids=list(view.ids), pooled=encode_view(head, m, view),
+                writer.write_shard(split, 0, ShardData(ids=list(view.ids), pooled=encode_view(head, m, view).numpy(),
                                                        labels=view.labels,
                                                        links=None if view.links is None else list(view.links)))
                 writer.finish_split(split, 1, pairs=view.pairs)

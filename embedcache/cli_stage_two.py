@@ -40,6 +40,9 @@ def train(
     option: Opt = None,
     device: Annotated[str | None, typer.Option("--device")] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run exists.")] = False,
+    ram_budget: Annotated[float | None, typer.Option(
+        "--ram-budget", min=0.001, help="GiB of RAM for token arrays; larger ones are streamed from the store in "
+        "blocks (default: 60% of the free RAM).")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Stage two: train a head from the stores and write its run (one JSON + checkpoint under results/runs)."""
@@ -52,6 +55,7 @@ def train(
         force=force,
     )
     fit: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
+    budget = None if ram_budget is None else int(ram_budget * 2**30)
     with cli._user_errors():
         if head in LATE_FUSIONS:
             from embedcache.late_fusion import late_fusion
@@ -63,11 +67,13 @@ def train(
         if getattr(HEADS.get(head), "task", "align") == "classify":
             from embedcache.classify import train_classifier
 
-            run = train_classifier(head, **common, **fit, tokens=tokens, options=cli._parse_options(option))
+            run = train_classifier(head, **common, **fit, tokens=tokens, options=cli._parse_options(option),
+                                   ram_budget=budget)
         else:
             from embedcache.train import train as run_train
 
-            run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=cli._parse_options(option))
+            run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=cli._parse_options(option),
+                            ram_budget=budget)
     _print_run(run)
 
 

@@ -33,8 +33,7 @@ def encode_view(head: Head, m: int, view: View, *, batch_size: int = 1024,
     head.eval()
     out = []
     with torch.no_grad():
-        for start in range(0, len(view), batch_size):
-            rows = torch.arange(start, min(len(view), start + batch_size), device=device)
+        for rows in view.in_order(batch_size):  # block by block when the view's tokens are streamed
             out.append(head.encode(m, *view.gather(rows)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, head.out_dim)
 

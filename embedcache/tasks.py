@@ -34,8 +34,9 @@ TASKS: Registry[Callable[..., TaskResult]] = Registry("evaluation task")
 class Context:
     """A run's head plus where its evaluation stores are; loads views and head outputs on demand."""
 
-    def __init__(self, run: Run, dataset: str | None, data_dir: str | Path | None, device: str | None) -> None:
-        self.run, self.data_dir = run, data_dir
+    def __init__(self, run: Run, dataset: str | None, data_dir: str | Path | None, device: str | None,
+                 ram_budget: int | None = None) -> None:
+        self.run, self.data_dir, self.ram_budget = run, data_dir, ram_budget
         self.dataset = dataset or run.inputs[0]["dataset"]
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.head: Head = run.load_head(self.device)
@@ -52,7 +53,8 @@ class Context:
         return store_path(dataset or self.dataset, self.run.inputs[m]["backbone"], self.data_dir)
 
     def view(self, m: int, split: str, dataset: str | None = None, raw: bool = False) -> View:
-        return load_view(self.path(m, dataset), split, tokens=False if raw else bool(self.run.inputs[m]["tokens"]))
+        return load_view(self.path(m, dataset), split, tokens=False if raw else bool(self.run.inputs[m]["tokens"]),
+                         ram_budget=self.ram_budget)
 
     def encode(self, m: int, view: View) -> torch.Tensor:
         return encode_view(self.head, m, view, device=self.device)
@@ -60,14 +62,15 @@ class Context:
 
 def evaluate_run(run: str | Path | Run, task: str, *, dataset: str | None = None, data_dir: str | Path | None = None,
                  device: str | None = None, runs_root: str | Path | None = None, record: bool = True,
-                 **options: Any) -> dict[str, float]:
+                 ram_budget: int | None = None, **options: Any) -> dict[str, float]:
     """Run the registered evaluation `task` on `run` (an id, a path or a Run) and record it in its run.json.
 
     dataset: evaluation dataset whose stores (for the run's backbones) are read; default: the training one.
+    ram_budget: bytes of token arrays held whole; larger ones are streamed (embedcache.views).
     The metrics are stored under the task name, suffixed `@<dataset>` for another dataset.
     """
     run = run if isinstance(run, Run) else open_run(run, runs_root)
-    ctx = Context(run, dataset, data_dir, device)
+    ctx = Context(run, dataset, data_dir, device, ram_budget)
     metrics, info = TASKS.get(task)(ctx, **options)
     if record:
         key = task if ctx.dataset == run.inputs[0]["dataset"] else f"{task}@{ctx.dataset}"
@@ -115,7 +118,7 @@ def zero_shot(ctx: Context, *, split: str = "test", prompt_store: str | Path | N
     images = ctx.view(mi, split)
     path = Path(prompt_store) if prompt_store else store_path(f"{ctx.dataset}-prompts",
                                                                ctx.run.inputs[mt]["backbone"], ctx.data_dir)
-    prompts = load_view(path, prompt_split, tokens=bool(ctx.run.inputs[mt]["tokens"]))
+    prompts = load_view(path, prompt_split, tokens=bool(ctx.run.inputs[mt]["tokens"]), ram_budget=ctx.ram_budget)
     classes = images.attrs.get("classes") or prompts.attrs.get("classes")
     groups = _prompt_classes(prompts, len(classes))
     class_emb = ctx.encode(mt, prompts)[groups]  # (C, K, d)

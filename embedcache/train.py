@@ -24,7 +24,7 @@ from embedcache.heads import HEADS, Head, HeadSpec, create_head
 from embedcache.paths import store_path
 from embedcache.registry import Registry
 from embedcache.runs import Run, find_run, make_run_id, save_run
-from embedcache.views import PairData, join, load_view
+from embedcache.views import Epoch, PairData, join, load_view
 
 
 @dataclass(frozen=True)
@@ -82,29 +82,21 @@ class StoresMissingError(FileNotFoundError):
 # ---------------------------------------------------------------- the loop
 
 
-def _batches(n: int, batch_size: int, perm: torch.Tensor, drop_last: bool) -> list[torch.Tensor]:
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    return [perm[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
-
-
 def evaluate_loss(head: Head, data: PairData, batch_size: int, seed: int = 0) -> float:
     """Mean loss over `data` in a fixed (seeded) order, eval mode, no gradients; weighted by batch size."""
     head.eval()
-    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).to(data.rows.device)
     total, count = torch.zeros((), device=data.rows.device), 0
     with torch.no_grad():
-        for idx in _batches(len(data), batch_size, perm, drop_last=False):
+        for idx in data.epoch(batch_size, torch.Generator().manual_seed(seed)):
             total += head.loss(data.batch(idx)) * len(idx)
             count += len(idx)
     return float(total) / max(1, count)
 
 
-def _train_epoch(head: Head, data: PairData, opt: torch.optim.Optimizer, cfg: TrainCfg,
-                 gen: torch.Generator, display: Any) -> float:
+def _train_epoch(head: Head, data: PairData, batches: Epoch, opt: torch.optim.Optimizer, display: Any) -> float:
     head.train()
-    perm = torch.randperm(len(data), generator=gen).to(data.rows.device)
     total, count = torch.zeros((), device=data.rows.device), 0
-    for step, idx in enumerate(_batches(len(data), cfg.batch_size, perm, cfg.drop_last)):
+    for step, idx in enumerate(batches):
         loss = head.loss(data.batch(idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,19 +115,19 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
                          "rows: check the splits and the pairing")
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in head.parameters() if p.requires_grad]
-    fused = bool(params) and all(p.is_cuda for p in params)  # one kernel for the whole update on the GPU
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    # fused: one kernel for the whole update, on the CPU as on the GPU (same AdamW arithmetic)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=bool(params) or None)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
     result, best_state, bad = FitResult(), copy.deepcopy(head.state_dict()), 0
-    steps = len(_batches(len(train), cfg.batch_size, torch.arange(len(train)), cfg.drop_last))
     start = time.perf_counter()
-    with _Display(progress, cfg.epochs, steps) as display:
+    with _Display(progress, cfg.epochs) as display:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            display.start_epoch(epoch)
+            batches = train.epoch(cfg.batch_size, gen, cfg.drop_last)
+            display.start_epoch(epoch, len(batches))
             lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with (the scheduler may lower it below)
-            train_loss = _train_epoch(head, train, opt, cfg, gen, display)
+            train_loss = _train_epoch(head, train, batches, opt, display)
             val_loss = evaluate_loss(head, val, cfg.batch_size, cfg.seed)
             sched.step(val_loss)
             seconds = time.perf_counter() - t0
@@ -159,8 +151,8 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
 class _Display:
     """A rich progress bar (epoch, batch, train/val loss, logit scale, items/s) on stderr; inert if disabled."""
 
-    def __init__(self, enabled: bool, epochs: int, steps: int) -> None:
-        self.enabled, self.epochs, self.steps = enabled, epochs, steps
+    def __init__(self, enabled: bool, epochs: int) -> None:
+        self.enabled, self.epochs, self.steps = enabled, epochs, 0
         self._last = 0.0
 
     def __enter__(self) -> _Display:
@@ -172,11 +164,11 @@ class _Display:
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                  console=Console(stderr=True), transient=False)
             self.bars.__enter__()
-            self.task = self.bars.add_task("epoch", total=self.steps, info="")
+            self.task = self.bars.add_task("epoch", total=None, info="")
         return self
 
-    def start_epoch(self, epoch: int) -> None:
-        self._t0 = time.perf_counter()
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        self._t0, self.steps = time.perf_counter(), steps
         if self.enabled:
             self.bars.reset(self.task, total=self.steps, description=f"epoch {epoch}/{self.epochs}", info="")
 
@@ -220,9 +212,11 @@ def check_stores(head: str, dataset: str, backbones: tuple[str, ...], data_dir: 
 
 
 def load_pairs_data(paths: list[Path], split: str, *, pairing: str, tokens: bool | None, miner_path: Path | None,
-                    threshold: float, data_dir: str | Path | None) -> tuple[PairData, dict[str, Any]]:
-    """Load the split of every store and join them; for pairing 'mined' mine (or reuse) the caption pairs."""
-    views = [load_view(p, split, tokens=tokens) for p in paths]
+                    threshold: float, data_dir: str | Path | None, ram_budget: int | None = None
+                    ) -> tuple[PairData, dict[str, Any]]:
+    """Load the split of every store and join them; for pairing 'mined' mine (or reuse) the caption pairs.
+    Token arrays above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.views)."""
+    views = [load_view(p, split, tokens=tokens, ram_budget=ram_budget) for p in paths]
     info: dict[str, Any] = {"pairing": pairing, "split": split}
     if pairing == "mined":
         from embedcache.pairs import ensure_pairs
@@ -249,10 +243,29 @@ def holdout(data: PairData, fraction: float, seed: int) -> tuple[PairData, PairD
     return data.subset(torch.nonzero(~is_val).squeeze(1)), data.subset(torch.nonzero(is_val).squeeze(1))
 
 
-def _inputs(data: PairData) -> list[dict[str, Any]]:
+def run_inputs(data: PairData) -> list[dict[str, Any]]:
+    """The run record's description of each input store."""
     return [{"path": v.path, "dataset": v.attrs.get("dataset", ""), "backbone": v.attrs.get("backbone", ""),
              "modality": v.attrs.get("modality", ""), "fingerprint": v.fingerprint, "tokens": v.uses_tokens,
-             "dim": v.dim} for v in data.views]
+             "dim": v.dim, "streamed_window_bytes": v.stream.window_bytes if v.stream else 0} for v in data.views]
+
+
+def inputs_key(data: PairData) -> list[tuple[Any, ...]]:
+    """What of the inputs makes a run: store fingerprints, tokens or not, and streaming (it changes the batches)."""
+    return [(i["fingerprint"], i["tokens"], *(["streamed"] if i["streamed_window_bytes"] else []))
+            for i in run_inputs(data)]
+
+
+def say_streamed(*datas: PairData) -> None:
+    """Tell (on stderr) which token stores are streamed because they do not fit in RAM."""
+    notes = {v.stream.describe() for d in datas for v in d.views if v.stream is not None}
+    if notes:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        for note in sorted(notes):
+            console.print(f"[yellow]tokens larger than the RAM budget:[/] {note}; minibatches are shuffled within "
+                          "blocks and the block order each epoch")
 
 
 def train(
@@ -263,14 +276,16 @@ def train(
     lr: float = 1e-3, weight_decay: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.8,
     early_stop_patience: int = 5, seed: int = 0, targets: str | None = None, options: dict[str, Any] | None = None,
     device: str | None = None, progress: bool = True, runs_root: str | Path | None = None, force: bool = False,
+    ram_budget: int | None = None,
 ) -> Run:
     """Train the registered head `head` from stores and write its run; returns the finished Run.
 
     Unset dataset/backbones/pairing/threshold come from the head's default setting (SETTINGS; `cbmf-add`:
     text-image on `shapes`, effnet-lite0 + minilm). tokens: True/False, or None to use token sequences when
-    the stores hold them. val_split missing from the stores: `val_fraction` of the training groups is held
-    out. targets ('hard'/'soft') and `options` set head options. An identical finished run (same run id) is
-    returned without retraining unless `force`.
+    the stores hold them; token arrays above `ram_budget` bytes (default: 60% of the free RAM) are streamed
+    from the store in blocks (embedcache.views). val_split missing from the stores: `val_fraction` of the
+    training groups is held out. targets ('hard'/'soft') and `options` set head options. An identical finished
+    run (same run id) is returned without retraining unless `force`.
     """
     st = SETTINGS.get(setting or HEADS.get(head).setting_for(head))
     dataset, backbones = dataset or st.dataset, tuple(backbones or st.backbones)
@@ -278,7 +293,8 @@ def train(
     paths = check_stores(head, dataset, backbones, data_dir, tokens)
     miner = store_path(dataset, st.miner, data_dir) if st.miner and st.miner in backbones else paths[0]
     t0 = time.perf_counter()
-    load = {"pairing": pairing, "tokens": tokens, "miner_path": miner, "threshold": threshold, "data_dir": data_dir}
+    load = {"pairing": pairing, "tokens": tokens, "miner_path": miner, "threshold": threshold, "data_dir": data_dir,
+            "ram_budget": ram_budget}
     train_data, train_info = load_pairs_data(paths, train_split, **load)
     if all(val_split in _splits(p) for p in paths):
         val_data, val_info = load_pairs_data(paths, val_split, **load)
@@ -290,7 +306,7 @@ def train(
     spec = HeadSpec.create(head, [v.dim for v in train_data.views],
                            [v.attrs.get("modality", "") for v in train_data.views], **opts)
     cfg = TrainCfg(epochs, batch_size, lr, weight_decay, plateau_patience, plateau_factor, early_stop_patience, seed)
-    key = {"head": spec, "train": cfg, "inputs": [(i["fingerprint"], i["tokens"]) for i in _inputs(train_data)],
+    key = {"head": spec, "train": cfg, "inputs": inputs_key(train_data),
            "pairs": [train_info, val_info], "splits": [train_split, val_split]}
     run_id = make_run_id(head, key)
     if not force and (done := find_run(run_id, runs_root)) is not None:
@@ -299,11 +315,13 @@ def train(
     torch.manual_seed(seed)
     np.random.seed(seed)
     model = create_head(spec).to(dev)
+    if progress:
+        say_streamed(train_data, val_data)
     result = fit(model, train_data.to(dev), val_data.to(dev), cfg, progress=progress)
     record = {
         "run_id": run_id, "head": spec, "head_cfg": asdict(model.cfg), "train": cfg, "seed": seed,
         "setting": {"name": st.name, "dataset": dataset, "backbones": backbones, "pairing": pairing},
-        "inputs": _inputs(train_data),
+        "inputs": run_inputs(train_data),
         "pairs": {"train": train_info, "val": val_info}, "device": str(dev),
         "parameters": sum(p.numel() for p in model.parameters()),
         "metrics": {"train": {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,

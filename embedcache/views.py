@@ -6,6 +6,12 @@ to fp32 per minibatch). `PairData` joins several views BY ID into pair rows (P, 
 from a row index in one vectorised step: pooled inputs become (B, 1, D) with no mask, token inputs a padded
 (B, T_max, D) plus a (B, T_max) mask. There is no per-item Dataset/DataLoader: an epoch is a permutation.
 
+Token arrays larger than the RAM budget (a share of the free memory, or `ram_budget`) are streamed: the view
+keeps a `TokenStream` and holds one block of rows at a time, read from the store in ONE contiguous read.
+`PairData.epoch` then groups the pair rows into blocks (sorted by the largest streamed store's row, cut by
+bytes at a random offset each epoch), shuffles the block order and the rows within each block: the
+negatives of a minibatch come from its block. Pooled vectors are always held whole.
+
 Pairings (how the rows of different stores belong together) are registered in PAIRINGS:
 - "links": one anchor store without links (images) and stores whose items link to anchor ids (captions);
   every caption gives one row (image row, caption row, ...). An image is repeated over its captions.
@@ -16,7 +22,7 @@ Pairings (how the rows of different stores belong together) are registered in PA
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +34,60 @@ from embedcache.heads.base import Batch
 from embedcache.registry import Registry
 from embedcache.store import open_store
 
-RAM_FRACTION = 0.6  # token arrays larger than this share of free RAM are refused with a clear message
+RAM_FRACTION = 0.6  # token arrays up to this share of the free RAM are read whole; larger ones are streamed
+TOKEN_BYTES = 2  # tokens are held as fp16
+
+
+class StreamError(RuntimeError):
+    """Streamed token rows cannot be served the way asked (says why and what to do instead)."""
+
+
+@dataclass
+class TokenStream:
+    """Token rows left in the store, read one block of rows [lo, hi) at a time in one contiguous read.
+
+    window_bytes is the size a block aims at; `reads`/`bytes_read` count what was read (for reports)."""
+
+    path: Path
+    split: str
+    offsets: np.ndarray  # (N+1,) int64 token offsets of the whole split
+    width: int
+    window_bytes: int
+    fixed: bool  # every row has the same number of tokens: blocks are (n, L, D), no mask
+    window: tuple[int, int] = (0, 0)
+    reads: int = 0
+    bytes_read: int = 0
+
+    def nbytes(self, lo: int = 0, hi: int | None = None) -> int:
+        """fp16 bytes of the token rows [lo, hi) (default: the whole split)."""
+        hi = len(self.offsets) - 1 if hi is None else hi
+        return int(self.offsets[hi] - self.offsets[lo]) * self.width * TOKEN_BYTES
+
+    def cuts(self, shift: float = 0.0) -> np.ndarray:
+        """Row boundaries [0, ..., N] cutting the split into blocks of about window_bytes, the first cut
+        `shift` bytes in (so the blocks differ from epoch to epoch)."""
+        cum = (self.offsets - self.offsets[0]) * self.width * TOKEN_BYTES
+        inner = np.searchsorted(cum, np.arange(shift or self.window_bytes, cum[-1], self.window_bytes))
+        return np.unique(np.concatenate([[0], inner, [len(self.offsets) - 1]]))
+
+    def read(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token rows [lo, hi) as (tokens, local offsets) in the View layout, read in one contiguous read."""
+        with open_store(self.path) as store:
+            flat, off = store.split(self.split).token_rows(lo, hi, dtype=np.float16)
+        self.reads, self.bytes_read = self.reads + 1, self.bytes_read + flat.nbytes
+        return _token_tensors(flat, off, self.width, self.fixed)
+
+    def describe(self) -> str:
+        return (f"{_human(self.nbytes())} of tokens (split {self.split!r} of {self.path}) streamed in blocks of "
+                f"~{_human(self.window_bytes)}, one contiguous read each")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError  # unreachable
 
 
 @dataclass
@@ -46,6 +105,7 @@ class View:
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    stream: TokenStream | None = None  # tokens too large for RAM: `tokens`/`offsets` hold stream.window's rows
     _index: dict[str, int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -54,11 +114,37 @@ class View:
     @property
     def dim(self) -> int:
         """Width of what `gather` returns: the token width with tokens (CLIP: 768 vs 512 pooled), else pooled."""
+        if self.stream is not None:
+            return self.stream.width
         return int(self.tokens.shape[-1]) if self.tokens is not None else int(self.pooled.shape[1])
 
     @property
     def uses_tokens(self) -> bool:
-        return self.tokens is not None
+        return self.tokens is not None or self.stream is not None
+
+    def hold(self, lo: int, hi: int) -> None:
+        """Streamed views: have the token rows [lo, hi) in RAM (one read unless they already are)."""
+        if self.stream is None:
+            return
+        a, b = self.stream.window
+        if not (a <= lo and hi <= b):
+            tokens, offsets = self.stream.read(lo, hi)
+            device = self.pooled.device
+            self.tokens, self.offsets = tokens.to(device), None if offsets is None else offsets.to(device)
+            self.stream.window = (lo, hi)
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Row ranges to visit every row in order: one range, or the stream's blocks."""
+        if self.stream is None:
+            return [(0, len(self))]
+        cuts = self.stream.cuts()
+        return list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
+
+    def in_order(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Row batches covering every row in order, holding each block of a streamed view as it comes."""
+        for lo, hi in self.blocks():
+            self.hold(lo, hi)
+            yield from torch.arange(lo, hi, device=self.pooled.device).split(batch_size)
 
     def index(self) -> dict[str, int]:
         """id -> row (built once)."""
@@ -73,8 +159,14 @@ class View:
 
     def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """rows (B,) -> x (B, T, D) float32 and mask (B, T) bool, or None when every token is real."""
-        if self.tokens is None:
+        if not self.uses_tokens:
             return self.pooled.index_select(0, rows).unsqueeze(1), None  # (B, 1, D)
+        if self.stream is not None:
+            lo, hi = self.stream.window
+            if len(rows) and (int(rows.min()) < lo or int(rows.max()) >= hi):
+                raise StreamError(f"rows outside the block [{lo}, {hi}) held of the streamed tokens of {self.path}: "
+                                  "iterate streamed data with PairData.epoch or View.in_order")
+            rows = rows - lo
         if self.offsets is None:  # fixed length: (N, L, D)
             return self.tokens.index_select(0, rows).float(), None
         start = self.offsets.index_select(0, rows)  # (B,)
@@ -100,25 +192,36 @@ def _free_ram() -> int:
         return 1 << 40
 
 
-def _load_tokens(split: Any, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    offsets = split.offsets()
-    width = int(getattr(split, "token_dim", None) or split.dim)
-    need = int(offsets[-1]) * width * 2
-    if need > RAM_FRACTION * _free_ram():
-        raise MemoryError(
-            f"the tokens of split {split.name!r} of {path} need {need / 2**30:.1f} GiB in RAM, more than "
-            f"{RAM_FRACTION:.0%} of the {_free_ram() / 2**30:.1f} GiB free; train on pooled vectors instead "
-            "(`--pooled`), or on a machine with more memory (block streaming of tokens is not implemented)")
-    flat, _ = split.token_rows(0, len(split), dtype=np.float16)  # one contiguous read, fp16 in RAM
+def _token_tensors(flat: np.ndarray, offsets: np.ndarray, width: int, fixed: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Flat (T, D) token rows + (n+1,) offsets -> the View layout: (n, L, D) and no offsets when fixed."""
     tokens = torch.from_numpy(np.ascontiguousarray(flat))
-    lengths = np.diff(offsets)
-    if len(lengths) and (lengths == lengths[0]).all() and lengths[0] > 0:
-        return tokens.view(len(lengths), int(lengths[0]), width), None  # e.g. 49 image tokens
+    if fixed:
+        return tokens.view(len(offsets) - 1, -1, width), None  # e.g. 49 image tokens
     return tokens, torch.from_numpy(offsets.astype(np.int64))
 
 
-def load_view(path: str | Path, split: str, *, tokens: bool | None = False) -> View:
-    """Read one split of the store at `path` into RAM. tokens: True (required), False, None (if stored)."""
+def _load_tokens(split: Any, path: Path, ram_budget: int | None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, TokenStream | None]:
+    """The split's tokens whole (one contiguous read) when they fit the budget, else a TokenStream."""
+    offsets = split.offsets()
+    width = int(getattr(split, "token_dim", None) or split.dim)
+    lengths = np.diff(offsets)
+    fixed = bool(len(lengths)) and bool((lengths == lengths[0]).all()) and lengths[0] > 0
+    need = int(offsets[-1]) * width * TOKEN_BYTES
+    budget = int(RAM_FRACTION * _free_ram()) if ram_budget is None else int(ram_budget)
+    if need <= budget:
+        flat, off = split.token_rows(0, len(split), dtype=np.float16)
+        return (*_token_tensors(flat, off, width, fixed), None)
+    largest_row = int(lengths.max()) * width * TOKEN_BYTES
+    window = max(budget // 2, largest_row)  # two streamed stores (image and text tokens) fit the budget together
+    return None, None, TokenStream(path, split.name, np.asarray(offsets, np.int64), width, window, fixed)
+
+
+def load_view(path: str | Path, split: str, *, tokens: bool | None = False, ram_budget: int | None = None) -> View:
+    """Read one split of the store at `path` into RAM. tokens: True (required), False, None (if stored).
+
+    Tokens larger than `ram_budget` bytes (default: RAM_FRACTION of the free RAM) are streamed (`View.stream`)."""
     path = Path(path)
     with open_store(path) as store:
         s = store.split(split)
@@ -128,11 +231,11 @@ def load_view(path: str | Path, split: str, *, tokens: bool | None = False) -> V
                              f"`embedcache extract {store.attrs.get('dataset', path.parent.name)} "
                              f"--model {store.attrs.get('backbone', path.stem)} --tokens --force`, "
                              "or train on pooled vectors (`--pooled`)")
-        tok, off = _load_tokens(s, path) if use_tokens else (None, None)
+        tok, off, stream = _load_tokens(s, path, ram_budget) if use_tokens else (None, None, None)
         return View(path=str(path), split=split, ids=np.asarray(s.ids).astype(str),
                     pooled=torch.from_numpy(s.pooled(np.float32)), tokens=tok, offsets=off, labels=s.labels,
                     links=None if s.links is None else np.asarray(s.links).astype(str), pairs=s.pairs,
-                    attrs=dict(store.attrs), fingerprint=store.fingerprint)
+                    attrs=dict(store.attrs), fingerprint=store.fingerprint, stream=stream)
 
 
 def view_from_arrays(ids: Sequence[str], pooled: np.ndarray, *, tokens: list[np.ndarray] | None = None,
@@ -151,6 +254,10 @@ def view_from_arrays(ids: Sequence[str], pooled: np.ndarray, *, tokens: list[np.
 
 def concat_views(first: View, second: View) -> View:
     """Rows of `first` then rows of `second` as one view (tokens and offsets joined; labels kept if both have)."""
+    if first.stream is not None or second.stream is not None:
+        raise StreamError(f"the tokens of {first.path} are too large for RAM and are streamed; this evaluation reads "
+                          "rows in any order and cannot stream them: run it on pooled vectors (a run trained "
+                          "`--pooled`) or on a machine with more memory")
     tok = off = None
     if first.tokens is not None and second.tokens is not None:
         if first.offsets is None and second.offsets is None and first.tokens.shape[1:] == second.tokens.shape[1:]:
@@ -237,6 +344,59 @@ class PairData:
         labels = None if self.labels is None else self.labels.index_select(0, idx)
         return Batch(inputs, keys, labels)
 
+    def epoch(self, batch_size: int, gen: torch.Generator | None = None, drop_last: bool = False) -> Epoch:
+        """One pass over the rows as minibatch indices, shuffled by `gen` (None: no shuffling).
+
+        Without streamed views: one permutation of all rows, sliced into batches. With streamed views: blocks
+        whose token rows fit the streams' windows, in a shuffled order, rows shuffled within each block;
+        `drop_last` then drops each block's ragged last batch.
+        """
+        device = self.rows.device
+        streamed = [m for m, v in enumerate(self.views) if v.stream is not None]
+        if not streamed:
+            order = torch.arange(len(self)) if gen is None else torch.randperm(len(self), generator=gen)
+            return Epoch(self, [({}, _slices(order.to(device), batch_size, drop_last))])
+        rows = self.rows.cpu().numpy()
+        blocks = []
+        for members in self._blocks(rows, streamed, gen):
+            windows = {m: (int(rows[members, m].min()), int(rows[members, m].max()) + 1) for m in streamed}
+            if gen is not None:
+                members = members[torch.randperm(len(members), generator=gen).numpy()]
+            blocks.append((windows, _slices(torch.from_numpy(members).to(device), batch_size, drop_last)))
+        if gen is not None:
+            blocks = [blocks[i] for i in torch.randperm(len(blocks), generator=gen).tolist()]
+        return Epoch(self, blocks)
+
+    def _blocks(self, rows: np.ndarray, streamed: list[int], gen: torch.Generator | None) -> list[np.ndarray]:
+        """Pair indices grouped by the largest stream's blocks of rows, each group split further until the rows
+        it needs of every other streamed store fit that store's window."""
+        lead = max(streamed, key=lambda m: self.views[m].stream.nbytes())
+        stream = self.views[lead].stream
+        shift = 0.0 if gen is None else float(torch.rand((), generator=gen)) * stream.window_bytes
+        order = np.argsort(rows[:, lead], kind="stable")
+        bounds = np.searchsorted(rows[order, lead], stream.cuts(shift))
+        groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        others = [m for m in streamed if m != lead]
+        expected = len(groups) + sum(-(-self.views[m].stream.nbytes() // self.views[m].stream.window_bytes)
+                                     for m in others)
+        out: list[np.ndarray] = []
+        while groups:
+            members = groups.pop(0)
+            if len(members) > 1 and any(self._span_bytes(rows, members, m) > self.views[m].stream.window_bytes
+                                        for m in others):
+                groups[:0] = np.array_split(members, 2)  # its partners' rows are spread wider than a window
+            else:
+                out.append(members)
+            if len(out) + len(groups) > 4 * expected:
+                paths = ", ".join(self.views[m].path for m in streamed)
+                raise StreamError(f"the stores {paths} are all too large for RAM and their rows are not in "
+                                  "matching order, so they cannot be streamed in large contiguous blocks together: "
+                                  "train with pooled vectors (`--pooled`) or raise the RAM budget (`--ram-budget`)")
+        return out
+
+    def _span_bytes(self, rows: np.ndarray, members: np.ndarray, m: int) -> int:
+        return self.views[m].stream.nbytes(int(rows[members, m].min()), int(rows[members, m].max()) + 1)
+
     def subset(self, idx: torch.Tensor) -> PairData:
         """The same views with only rows idx."""
         labels = None if self.labels is None else self.labels[idx]
@@ -248,6 +408,30 @@ class PairData:
         self.rows = self.rows.to(device)
         self.labels = None if self.labels is None else self.labels.to(device)
         return self
+
+
+@dataclass
+class Epoch:
+    """Minibatch row indices of one pass, in blocks; iterating holds each block's token rows of the streamed
+    views before yielding its batches. len() is the number of batches."""
+
+    data: PairData
+    blocks: list[tuple[dict[int, tuple[int, int]], list[torch.Tensor]]]  # (view -> rows [lo, hi) held, batches)
+
+    def __len__(self) -> int:
+        return sum(len(batches) for _, batches in self.blocks)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for windows, batches in self.blocks:
+            for m, (lo, hi) in windows.items():
+                self.data.views[m].hold(lo, hi)
+            yield from batches
+
+
+def _slices(order: torch.Tensor, batch_size: int, drop_last: bool) -> list[torch.Tensor]:
+    n = len(order)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    return [order[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
 
 
 def join(views: list[View], pairing: str = "links", **kwargs: Any) -> PairData:

@@ -135,6 +135,19 @@ def test_token_inputs_and_soft_targets_train(tmp_path: Path) -> None:
     assert run.record["head_cfg"]["targets"] == "soft" and np.isfinite(run.record["history"][0]["val_loss"])
 
 
+def test_tokens_larger_than_the_ram_budget_are_streamed_through_training(tmp_path: Path) -> None:
+    make_toy_stores(tmp_path, sizes={"train": 120, "val": 30, "test": 30}, tokens=True)
+    common = dict(dataset="toy", backbones=("image", "text-a"), data_dir=tmp_path, epochs=8, tokens=True,
+                  options=SMALL, batch_size=16, progress=False, runs_root=tmp_path / "runs")
+    streamed = train("cbmf-add", ram_budget=8_000, **common)  # 46 KB of image tokens, 90 KB of caption tokens
+    whole = train("cbmf-add", **common)
+    assert all(i["streamed_window_bytes"] == 4_000 for i in streamed.inputs)
+    assert not any(i["streamed_window_bytes"] for i in whole.inputs) and streamed.id != whole.id
+    for run in (streamed, whole):  # streamed evaluation too: the test split is read block by block
+        m = evaluate_run(run, "retrieval", data_dir=tmp_path, hit_ks=(100,), ram_budget=8_000)
+        assert m["text_to_image_R@1"] > 0.25  # chance: 1/30
+
+
 def test_embed_writes_a_reusable_store(run, toy) -> None:
     path = embed(run, store=toy.paths["image"], data_dir=toy.data_dir)
     assert path.name == f"run_{run.id}_image.h5"

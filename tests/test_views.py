@@ -66,10 +66,106 @@ def test_tokens_auto_and_missing(toy, tmp_path: Path) -> None:
         load_view(path, "s", tokens=True)
 
 
-def test_tokens_too_large_for_ram_are_refused_with_a_way_out(toy, monkeypatch: pytest.MonkeyPatch) -> None:
+def _bytes(view) -> int:
+    return view.stream.nbytes() if view.stream is not None else int(view.tokens.numel()) * 2
+
+
+def test_tokens_larger_than_the_budget_are_streamed_in_contiguous_blocks(toy) -> None:
+    whole = load_view(toy.paths["text-a"], "train", tokens=True)
+    streamed = load_view(toy.paths["text-a"], "train", tokens=True, ram_budget=_bytes(whole) // 3)
+    assert streamed.stream is not None and streamed.tokens is None and whole.stream is None
+    assert streamed.uses_tokens and streamed.dim == whole.dim and len(streamed) == len(whole)
+    blocks = streamed.blocks()
+    assert len(blocks) >= 5 and blocks[0][0] == 0 and blocks[-1][1] == len(whole)
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))  # contiguous, no gap or overlap
+    longest = max(streamed.stream.nbytes(r, r + 1) for r in range(len(whole)))
+    assert all(streamed.stream.nbytes(lo, hi) <= streamed.stream.window_bytes + longest for lo, hi in blocks)
+    seen = []
+    for rows in streamed.in_order(7):
+        x, mask = streamed.gather(rows)
+        want_x, want_mask = whole.gather(rows)
+        assert torch.equal(mask, want_mask) and torch.equal(x[mask], want_x[want_mask])  # pads are never read
+        seen += rows.tolist()
+    assert seen == list(range(len(whole)))
+    assert streamed.stream.reads == len(blocks)  # one read per block
+    assert streamed.stream.bytes_read == _bytes(whole)  # each token row read exactly once
+
+
+def test_a_streamed_view_refuses_rows_outside_its_block(toy) -> None:
+    whole = load_view(toy.paths["image"], "train", tokens=True)
+    v = load_view(toy.paths["image"], "train", tokens=True, ram_budget=_bytes(whole) // 4)
+    v.hold(0, 5)
+    x, mask = v.gather(torch.tensor([4, 0]))
+    assert mask is None and torch.equal(x, whole.gather(torch.tensor([4, 0]))[0])  # fixed length: (n, L, D)
+    with pytest.raises(views.StreamError, match="PairData.epoch"):
+        v.gather(torch.tensor([5]))
+    with pytest.raises(views.StreamError, match="--pooled"):
+        concat_views(v, v)
+
+
+def test_the_default_budget_is_a_share_of_the_free_ram(toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_view(toy.paths["text-a"], "train", tokens=True).stream is None
     monkeypatch.setattr(views, "RAM_FRACTION", 1e-12)
-    with pytest.raises(MemoryError, match="--pooled"):
-        load_view(toy.paths["text-a"], "train", tokens=True)
+    assert load_view(toy.paths["text-a"], "train", tokens=True).stream is not None
+
+
+def _epoch_rows(data, gen) -> tuple[list[int], list[tuple[torch.Tensor, object]]]:
+    rows, batches = [], []
+    for idx in data.epoch(8, gen):
+        batches.append((idx, data.batch(idx)))  # batch() raises if a row is not in the block held
+        rows += idx.tolist()
+    return rows, batches
+
+
+def test_streamed_epochs_visit_every_pair_once_in_shuffled_blocks(toy) -> None:
+    whole = join([load_view(toy.paths["image"], "train", tokens=True),
+                  load_view(toy.paths["text-a"], "train", tokens=True)], "links")
+    budget = int(0.9 * min(_bytes(v) for v in whole.views))  # both streamed, in a few blocks each
+    data = join([load_view(toy.paths["image"], "train", tokens=True, ram_budget=budget),
+                 load_view(toy.paths["text-a"], "train", tokens=True, ram_budget=budget)], "links")
+    assert data.views[0].stream is not None and data.views[1].stream is not None
+    gen = torch.Generator().manual_seed(0)
+    first, batches = _epoch_rows(data, gen)
+    second, _ = _epoch_rows(data, gen)
+    assert sorted(first) == list(range(len(data))) == sorted(second)  # every pair once per epoch
+    assert first != second and first != sorted(first)  # shuffled, differently each epoch
+    for idx, batch in batches:
+        want = whole.batch(idx)
+        for (x, mask), (wx, wmask) in zip(batch.inputs, want.inputs, strict=True):
+            if mask is None:  # fixed-length image tokens
+                assert wmask is None and torch.equal(x, wx)
+            else:
+                assert torch.equal(mask, wmask) and torch.equal(x[mask], wx[wmask])
+    epoch = data.epoch(8, gen)
+    streams = [v.stream for v in data.views]
+    before = [s.reads for s in streams]
+    assert sum(1 for _ in epoch) == len(epoch)
+    lead = max(streams, key=lambda s: s.nbytes())
+    assert len(epoch.blocks) <= lead.nbytes() / lead.window_bytes + 2  # blocks of about a window each
+    for s, n in zip(streams, before, strict=True):
+        assert s.reads - n <= len(epoch.blocks) < len(epoch) / 2  # at most one read per block, not per batch
+    ordered, _ = _epoch_rows(data, None)
+    assert sorted(ordered) == list(range(len(data)))
+
+
+def test_stores_in_unmatched_order_cannot_be_streamed_together(toy, tmp_path: Path) -> None:
+    from embedcache.store import open_store
+
+    with open_store(toy.paths["text-a"]) as store:
+        s = store.split("train")
+        ids, pooled = list(s.ids), s.pooled()
+        tokens = [s.tokens(r) for r in range(len(s))]
+    perm = np.random.default_rng(0).permutation(len(ids))
+    shuffled = write_store(tmp_path / "b.h5", _attrs("b", "text", tokens=True), {"train": SplitArrays(
+        [ids[i] for i in perm], pooled[perm], [tokens[i] for i in perm])})
+    a = load_view(toy.paths["text-a"], "train", tokens=True, ram_budget=20_000)
+    b = load_view(shuffled, "train", tokens=True, ram_budget=20_000)
+    assert a.stream is not None and b.stream is not None
+    with pytest.raises(views.StreamError, match="not in matching order"):
+        join([a, b], "ids").epoch(8, torch.Generator().manual_seed(0))
+    b_same = load_view(toy.paths["text-a"], "train", tokens=True, ram_budget=20_000)
+    rows, _ = _epoch_rows(join([a, b_same], "ids"), torch.Generator().manual_seed(0))  # same order: fine
+    assert sorted(rows) == list(range(len(a)))
 
 
 def test_links_join_by_id_not_by_row_position(tmp_path: Path) -> None:
