@@ -41,7 +41,7 @@ def train(
     device: Annotated[str | None, typer.Option("--device")] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run exists.")] = False,
     ram_budget: Annotated[float | None, typer.Option(
-        "--ram-budget", min=0.001, help="GiB of RAM for token arrays; larger ones are streamed from the store in "
+        "--ram-budget", min=1e-9, help="GiB of RAM for token arrays; larger ones are streamed from the store in "
         "blocks (default: 60% of the free RAM).")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:

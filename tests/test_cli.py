@@ -37,3 +37,17 @@ def test_user_errors_are_one_message_with_the_fix(tmp_path):
     assert unknown.exit_code == 1 and "known:" in unknown.output and "minilm" in unknown.output
     no_stores = runner.invoke(app, ["train", "cbmf-add", "--data-dir", str(tmp_path)])
     assert no_stores.exit_code == 1 and "embedcache extract shapes --model effnet-lite0" in no_stores.output
+
+
+def test_train_streams_token_stores_above_the_ram_budget_and_says_so(tmp_path, monkeypatch):
+    from _stage2_fixtures import make_toy_stores
+
+    make_toy_stores(tmp_path, sizes={"train": 60, "val": 20}, tokens=True)
+    monkeypatch.setenv("EMBEDCACHE_RESULTS_DIR", str(tmp_path / "results"))
+    args = ["train", "cbmf-add", "--dataset", "toy", "-b", "image", "-b", "text-a", "--tokens", "--epochs", "1",
+            "--batch-size", "16", "-o", "dim=32", "-o", "ff_dim=64", "--ram-budget", "0.00002", "--data-dir",
+            str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "tokens larger than the RAM budget" in said and "streamed in blocks of ~10.5 KiB" in said
