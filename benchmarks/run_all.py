@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark script and print, as the last line, one JSON object of all figures.
 
 Each script prints its own figures and ends with a JSON line; this runner merges those lines, keyed by
-script (`extract.*`, `train.*`). Scripts run one after the other so they do not compete for the cores.
+script (`extract.*`, `train.*`, `stream.*`). Scripts run one after the other so they do not compete for the cores.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = {"extract": "bench_extract.py", "train": "bench_train.py"}
+SCRIPTS = {"extract": "bench_extract.py", "train": "bench_train.py", "stream": "bench_stream.py"}
 
 
 def main() -> int:
