@@ -3,10 +3,11 @@
 Per modality m: a token-wise projection g_m (D_m -> d), a learned context vector c_m (3-d) through a
 shared MLP g (3 -> 64 -> 128 -> d, LayerNorm), a fusion of the projected tokens with g(c_m), and ONE
 Deep Fusion Encoder shared by all modalities: LayerNorm on the fused tokens, one
-nn.TransformerEncoderLayer (d 256, 4 heads, feed-forward 2048, dropout 0.1), residual, mean pooling over
-the real tokens. Defaults follow the authors' code (github b-faye/lightweightCRL), see
-../shared/seed-notes.md. Six fusions, registered as `cbmf-<fusion>`. Unlike the authors' code, padding
-tokens are masked everywhere (attention fusions, the transformer and the pooling).
+nn.TransformerEncoderLayer (d 256, 4 heads, feed-forward 2048, dropout 0.1; `OneTokenEncoderLayer`, with
+an exact shortcut for one-token inputs), residual, mean pooling over the real tokens. Defaults follow the
+authors' code (github b-faye/lightweightCRL), see ../shared/seed-notes.md. Six fusions, registered as
+`cbmf-<fusion>`. Unlike the authors' code, padding tokens are masked everywhere (attention fusions, the
+transformer and the pooling).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from embedcache.heads.base import HEADS, Batch, Head, HeadSpec, ProjectionHead, masked_mean
@@ -156,6 +158,33 @@ class ContextEncoder(nn.Module):
         return self.g(self.vectors[m])  # (d,)
 
 
+class OneTokenEncoderLayer(nn.TransformerEncoderLayer):
+    """nn.TransformerEncoderLayer with an exact shortcut for one-token sequences (pooled inputs).
+
+    Self-attention over ONE key without a mask has softmax weight exactly 1, so its output is
+    out_proj(V x): the query and key projections and the softmax are skipped (their gradients are zero, up
+    to rounding, either way). In training, attention dropout acts on that single weight per head: the
+    head's value is kept (scaled by 1 / (1 - p)) or zeroed, as here. Masked or multi-token inputs, and the
+    stock inference fast path (eval mode without grad), are torch's own. Same parameters and state_dict
+    keys as the stock layer, so checkpoints load either way.
+    """
+
+    def _sa_block(self, x: torch.Tensor, attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None,
+                  is_causal: bool = False) -> torch.Tensor:
+        attn = self.self_attn
+        if (x.shape[1] != 1 or attn_mask is not None or key_padding_mask is not None or is_causal
+                or not attn.batch_first or not attn._qkv_same_embed_dim or attn.bias_k is not None
+                or attn.add_zero_attn):
+            return super()._sa_block(x, attn_mask, key_padding_mask, is_causal=is_causal)
+        d = attn.embed_dim
+        bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * d :]
+        v = F.linear(x, attn.in_proj_weight[2 * d :], bias)  # (B, 1, d)
+        if attn.training and attn.dropout > 0:
+            keep = F.dropout(x.new_ones(x.shape[0], 1, attn.num_heads, 1), attn.dropout)  # 0 or 1 / (1 - p)
+            v = (v.view(x.shape[0], 1, attn.num_heads, attn.head_dim) * keep).view_as(v)
+        return self.dropout1(attn.out_proj(v))
+
+
 class DeepFusionEncoder(nn.Module):
     """LayerNorm -> transformer block(s) -> residual -> masked mean pooling: (B, T, d) -> (B, d)."""
 
@@ -163,7 +192,7 @@ class DeepFusionEncoder(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(cfg.dim)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(cfg.dim, cfg.num_heads, cfg.ff_dim, cfg.dropout, batch_first=True)
+            OneTokenEncoderLayer(cfg.dim, cfg.num_heads, cfg.ff_dim, cfg.dropout, batch_first=True)
             for _ in range(cfg.layers)
         )
 
