@@ -128,6 +128,7 @@ class View:
             return
         a, b = self.stream.window
         if not (a <= lo and hi <= b):
+            self.tokens = self.offsets = None  # let the old block go before the new one is read
             tokens, offsets = self.stream.read(lo, hi)
             device = self.pooled.device
             self.tokens, self.offsets = tokens.to(device), None if offsets is None else offsets.to(device)
