@@ -20,15 +20,8 @@ import pytest
 
 from embedcache.datasets import DATASETS, DatasetFormatError, create_dataset
 from embedcache.datasets.images import load_image
-from embedcache.datasets.synthetic import (
-    CLASSES,
-    COLOURS,
-    SHAPES,
-    ShapesDataset,
-    generate_shapes,
-    mention_overlap,
-    pair_score,
-)
+from embedcache.datasets.scenes import CLASSES, COLOURS, SHAPES, mention_overlap, pair_score
+from embedcache.datasets.synthetic import ShapesDataset, generate_shapes
 
 SIZE = 60
 
