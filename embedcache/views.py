@@ -348,9 +348,10 @@ class PairData:
     def epoch(self, batch_size: int, gen: torch.Generator | None = None, drop_last: bool = False) -> Epoch:
         """One pass over the rows as minibatch indices, shuffled by `gen` (None: no shuffling).
 
-        Without streamed views: one permutation of all rows, sliced into batches. With streamed views: blocks
-        whose token rows fit the streams' windows, in a shuffled order, rows shuffled within each block;
-        `drop_last` then drops each block's ragged last batch.
+        Without streamed views: one permutation of all rows, sliced into batches (`drop_last`: without the
+        ragged last one). With streamed views: blocks whose token rows fit the streams' windows, in a shuffled
+        order, rows shuffled within each block; no row is dropped, each block's remainder becomes its own batch
+        (half a batch or more) or joins the block's last batch.
         """
         device = self.rows.device
         streamed = [m for m, v in enumerate(self.views) if v.stream is not None]
@@ -363,7 +364,7 @@ class PairData:
             windows = {m: (int(rows[members, m].min()), int(rows[members, m].max()) + 1) for m in streamed}
             if gen is not None:
                 members = members[torch.randperm(len(members), generator=gen).numpy()]
-            blocks.append((windows, _slices(torch.from_numpy(members).to(device), batch_size, drop_last)))
+            blocks.append((windows, _block_slices(torch.from_numpy(members).to(device), batch_size)))
         if gen is not None:
             blocks = [blocks[i] for i in torch.randperm(len(blocks), generator=gen).tolist()]
         return Epoch(self, blocks)
@@ -433,6 +434,18 @@ def _slices(order: torch.Tensor, batch_size: int, drop_last: bool) -> list[torch
     n = len(order)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     return [order[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
+
+
+def _block_slices(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """A streamed block's batches, dropping nothing: full batches, then the remainder on its own when it is at
+    least half a batch, else added to the last batch (batch sizes stay within [batch/2, 1.5 batch))."""
+    n = len(order)
+    cuts = list(range(0, n - n % batch_size + 1, batch_size))
+    if n % batch_size >= batch_size / 2 or len(cuts) == 1:
+        cuts.append(n)
+    else:
+        cuts[-1] = n
+    return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
 def join(views: list[View], pairing: str = "links", **kwargs: Any) -> PairData:

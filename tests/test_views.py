@@ -146,6 +146,14 @@ def test_streamed_epochs_visit_every_pair_once_in_shuffled_blocks(toy) -> None:
         assert s.reads - n <= len(epoch.blocks) < len(epoch) / 2  # at most one read per block, not per batch
     ordered, _ = _epoch_rows(data, None)
     assert sorted(ordered) == list(range(len(data)))
+    kept = data.epoch(8, gen, drop_last=True)  # streamed blocks end ragged every time: nothing is dropped
+    sizes = [len(idx) for idx in kept]
+    assert sum(sizes) == len(data) and max(sizes) < 12
+
+
+def test_block_batches_drop_nothing_and_stay_near_the_batch_size() -> None:
+    for n, want in ((187, [64, 64, 59]), (130, [64, 66]), (10, [10]), (64, [64]), (95, [95]), (96, [64, 32])):
+        assert [len(b) for b in views._block_slices(torch.arange(n), 64)] == want
 
 
 def test_stores_in_unmatched_order_cannot_be_streamed_together(toy, tmp_path: Path) -> None:
