@@ -12,6 +12,13 @@ import typer
 from rich.table import Table
 
 Opt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Head option KEY=VALUE (repeatable).")]
+RamBudget = Annotated[float | None, typer.Option(
+    "--ram-budget", min=1e-9, help="GiB of RAM for token arrays; larger ones are streamed from the store in blocks "
+    "(default: 60% of the free RAM).")]
+
+
+def _bytes(gib: float | None) -> int | None:
+    return None if gib is None else int(gib * 2**30)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,9 +47,7 @@ def train(
     option: Opt = None,
     device: Annotated[str | None, typer.Option("--device")] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run exists.")] = False,
-    ram_budget: Annotated[float | None, typer.Option(
-        "--ram-budget", min=1e-9, help="GiB of RAM for token arrays; larger ones are streamed from the store in "
-        "blocks (default: 60% of the free RAM).")] = None,
+    ram_budget: RamBudget = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Stage two: train a head from the stores and write its run (one JSON + checkpoint under results/runs)."""
@@ -55,7 +60,6 @@ def train(
         force=force,
     )
     fit: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
-    budget = None if ram_budget is None else int(ram_budget * 2**30)
     with cli._user_errors():
         if head in LATE_FUSIONS:
             from embedcache.late_fusion import late_fusion
@@ -68,12 +72,12 @@ def train(
             from embedcache.classify import train_classifier
 
             run = train_classifier(head, **common, **fit, tokens=tokens, options=cli._parse_options(option),
-                                   ram_budget=budget)
+                                   ram_budget=_bytes(ram_budget))
         else:
             from embedcache.train import train as run_train
 
             run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=cli._parse_options(option),
-                            ram_budget=budget)
+                            ram_budget=_bytes(ram_budget))
     _print_run(run)
 
 
@@ -107,6 +111,7 @@ def eval_(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Evaluate on another dataset's stores.")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Task option KEY=VALUE.")] = None,
     device: Annotated[str | None, typer.Option("--device")] = None,
+    ram_budget: RamBudget = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Run an evaluation task on a trained run and record its metrics in the run's JSON."""
@@ -115,7 +120,7 @@ def eval_(
     cli = _cli()
     with cli._user_errors():
         metrics = evaluate_run(run, task, dataset=dataset, data_dir=cli._use_data_dir(data_dir), device=device,
-                               **cli._parse_options(option))
+                               ram_budget=_bytes(ram_budget), **cli._parse_options(option))
     table = Table("metric", "value", title=f"{task} on {run}")
     for key, value in list(metrics.items())[:40]:
         table.add_row(key, f"{value:.4f}")

@@ -51,3 +51,7 @@ def test_train_streams_token_stores_above_the_ram_budget_and_says_so(tmp_path, m
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "tokens larger than the RAM budget" in said and "streamed in blocks of ~10.5 KiB" in said
+    run_id = next((tmp_path / "results" / "runs").iterdir()).name
+    finetune = runner.invoke(app, ["eval", run_id, "--task", "finetune", "-o", "split=val", "--ram-budget", "0.00002",
+                                   "--data-dir", str(tmp_path)])  # reads rows in any order: refused, with why
+    assert finetune.exit_code == 1 and "streamed" in finetune.output and "--pooled" in finetune.output
