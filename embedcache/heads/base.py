@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from embedcache.losses import ContrastiveLoss
 from embedcache.registry import Registry
 
 
@@ -164,6 +165,30 @@ class ProjectionHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)  # (..., out_dim): also the residual branch
         return self.norm(h + self.drop(self.fc2(nn.functional.gelu(h))))
+
+
+class ContrastiveHead(Head):
+    """An alignment head: a projection g_m per modality into `cfg.dim`, then symmetric InfoNCE over the
+    outputs of `encode_all` (embedcache.losses). Its Cfg has dim, dropout and the loss fields (targets,
+    temperature_init/min/max, learn_temperature); subclasses add what follows the projections (`encode`)."""
+
+    def __init__(self, spec: HeadSpec) -> None:
+        super().__init__(spec)
+        cfg = self.cfg
+        self.out_dim = cfg.dim
+        self.projections = nn.ModuleList(ProjectionHead(d, cfg.dim, cfg.dropout) for d in spec.in_dims)
+        self.criterion = ContrastiveLoss(cfg.targets, cfg.temperature_init, cfg.temperature_min,
+                                         cfg.temperature_max, cfg.learn_temperature)
+
+    def encode_all(self, inputs: list[tuple[torch.Tensor, torch.Tensor | None]]) -> list[torch.Tensor]:
+        """Every modality of a batch -> [(B, out_dim)]."""
+        return [self.encode(m, x, mask) for m, (x, mask) in enumerate(inputs)]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return self.criterion(self.encode_all(batch.inputs), batch.keys)
+
+    def log_values(self) -> dict[str, float]:
+        return {"logit_scale": float(self.criterion.scale().detach())}
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

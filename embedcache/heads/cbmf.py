@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedcache.heads.base import HEADS, Batch, Head, HeadSpec, ProjectionHead, masked_mean
-from embedcache.losses import ContrastiveLoss
+from embedcache.heads.base import HEADS, ContrastiveHead, HeadSpec, masked_mean
 from embedcache.registry import Registry
 
 
@@ -204,21 +203,17 @@ class DeepFusionEncoder(nn.Module):
         return masked_mean(fused + h, mask)
 
 
-class CBMFHead(Head):
+class CBMFHead(ContrastiveHead):
     """The CBMF alignment head; the fusion comes from the registered name (`cbmf-<fusion>`)."""
 
     Cfg = CBMFCfg
 
     def __init__(self, spec: HeadSpec) -> None:
-        super().__init__(spec)
+        super().__init__(spec)  # projections g_m and the contrastive loss
         cfg = self.cfg
-        self.out_dim = cfg.dim
-        self.projections = nn.ModuleList(ProjectionHead(d, cfg.dim, cfg.dropout) for d in spec.in_dims)
         self.context = ContextEncoder(cfg, len(spec.in_dims))
         self.fusion = FUSIONS.get(spec.name.removeprefix("cbmf-"))(cfg.dim)
         self.dfe = DeepFusionEncoder(cfg)
-        self.criterion = ContrastiveLoss(cfg.targets, cfg.temperature_init, cfg.temperature_min,
-                                         cfg.temperature_max, cfg.learn_temperature)
 
     @classmethod
     def setting_for(cls, name: str) -> str:
@@ -245,12 +240,6 @@ class CBMFHead(Head):
             for m, part in zip(sides, pooled.split([len(fused[m]) for m in sides]), strict=True):
                 out[m] = part
         return out
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        return self.criterion(self.encode_all(batch.inputs), batch.keys)
-
-    def log_values(self) -> dict[str, float]:
-        return {"logit_scale": float(self.criterion.scale().detach())}
 
 
 for _fusion in FUSIONS.names():

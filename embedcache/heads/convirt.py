@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from embedcache.heads.base import HEADS, Batch, Head, HeadSpec, ProjectionHead, masked_mean
-from embedcache.losses import ContrastiveLoss
+from embedcache.heads.base import HEADS, ContrastiveHead, masked_mean
 
 
 @dataclass(frozen=True)
@@ -31,25 +29,10 @@ class ConVIRTCfg:
 
 
 @HEADS.register("convirt-frozen")
-class ConVIRTHead(Head):
+class ConVIRTHead(ContrastiveHead):
     """Per-modality projections into a shared space, trained with symmetric InfoNCE."""
 
     Cfg = ConVIRTCfg
 
-    def __init__(self, spec: HeadSpec) -> None:
-        super().__init__(spec)
-        cfg = self.cfg
-        self.out_dim = cfg.dim
-        self.projections = nn.ModuleList(ProjectionHead(d, cfg.dim, cfg.dropout) for d in spec.in_dims)
-        self.criterion = ContrastiveLoss(cfg.targets, cfg.temperature_init, cfg.temperature_min,
-                                         cfg.temperature_max, cfg.learn_temperature)
-
     def encode(self, m: int, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return masked_mean(self.projections[m](x), mask)  # (B, T, d) -> (B, d)
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        embs = [self.encode(m, x, mask) for m, (x, mask) in enumerate(batch.inputs)]
-        return self.criterion(embs, batch.keys)
-
-    def log_values(self) -> dict[str, float]:
-        return {"logit_scale": float(self.criterion.scale().detach())}
