@@ -13,12 +13,12 @@ Error policy of every adapter in this package (stage one relies on it):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedcache.datasets.base import BadItemError, DatasetFormatError, DatasetNotFoundError
+from embedcache.datasets.base import BadItemError, DatasetFormatError, DatasetNotFoundError, Item, Pair, Split
 from embedcache.datasets.images import decode_text
 from embedcache.paths import raw_dir
 
@@ -116,6 +116,28 @@ def read_tsv(path: Path, required: Sequence[str], *, delimiter: str = "\t", extr
             yield Row(n, None, f"malformed row: {len(cells)} fields, the header has {len(header)}")
             continue
         yield Row(n, dict(zip(header, cells, strict=True)))
+
+
+# ((id_a, text_a), (id_b, text_b), score) of one pair row, or the reason the row is unusable.
+ParsedPair = tuple[tuple[str, str], tuple[str, str], float] | str
+
+
+def pairs_split(split: str, rows: Iterable[Row], parse: Callable[[Row], ParsedPair], source: str) -> Split:
+    """Text items and pairs of a pair file (GLUE, pairs-tsv): `parse` reads each readable row; an unreadable or
+    unusable row becomes one text item ``<source>:<line>`` with the reason; a repeated id is kept once."""
+    texts: dict[str, Item] = {}
+    pairs: list[Pair] = []
+    for row in rows:
+        parsed = (row.error or "unreadable row") if row.fields is None else parse(row)
+        if isinstance(parsed, str):
+            where = f"{source}:{row.line}"
+            texts[where] = Item(id=where, error=parsed)
+            continue
+        (a, ta), (b, tb), score = parsed
+        texts.setdefault(a, Item(id=a, text=ta))
+        texts.setdefault(b, Item(id=b, text=tb))
+        pairs.append(Pair(a, b, score))
+    return Split(split, texts=list(texts.values()), pairs=pairs)
 
 
 def require_file(path: Path, what: str, fix: str) -> Path:

@@ -18,8 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedcache.datasets import DATASETS
-from embedcache.datasets.base import Dataset, DatasetNotFoundError, Item, Pair, Split
-from embedcache.datasets.common import Row, check_choice, decode, find_root, read_lines, read_tsv
+from embedcache.datasets.base import Dataset, DatasetNotFoundError, Item, Split
+from embedcache.datasets.common import (
+    ParsedPair,
+    Row,
+    check_choice,
+    decode,
+    find_root,
+    pairs_split,
+    read_lines,
+    read_tsv,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLIT_NAMES = ("train", "val", "valid", "dev", "test")
@@ -121,23 +130,10 @@ class PairsTsv(Dataset):
     def load_split(self, split: str) -> Split:
         path = self._files()[check_choice("split", split, self.splits())]
         o = self._options
-        texts: dict[str, Item] = {}
-        pairs = []
         required = [c for c in (o["a"], o["b"], o["score"], o["id_a"], o["id_b"]) if c]
-        for row in read_tsv(path, required, delimiter=o["delimiter"]):
-            parsed = self._parse(row)
-            if isinstance(parsed, str):
-                texts[f"{path.name}:{row.line}"] = Item(id=f"{path.name}:{row.line}", error=parsed)
-                continue
-            (ia, ta), (ib, tb), score = parsed
-            texts.setdefault(ia, Item(id=ia, text=ta))
-            texts.setdefault(ib, Item(id=ib, text=tb))
-            pairs.append(Pair(ia, ib, score))
-        return Split(split, texts=list(texts.values()), pairs=pairs)
+        return pairs_split(split, read_tsv(path, required, delimiter=o["delimiter"]), self._parse, path.name)
 
-    def _parse(self, row: Row) -> tuple[tuple[str, str], tuple[str, str], float] | str:
-        if row.fields is None:
-            return row.error or "unreadable row"
+    def _parse(self, row: Row) -> ParsedPair:
         o, f = self._options, row.fields
         try:
             score = float(f[o["score"]])

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from embedcache.datasets import DATASETS
-from embedcache.datasets.base import Dataset, DatasetNotFoundError, Item, Pair, Split
-from embedcache.datasets.common import Row, check_choice, find_root, read_tsv
+from embedcache.datasets.base import Dataset, DatasetNotFoundError, Split
+from embedcache.datasets.common import ParsedPair, Row, check_choice, find_root, pairs_split, read_tsv
 
 
 @dataclass(frozen=True)
@@ -86,36 +86,19 @@ def tsv_to_split(split: str, path: Path, spec: GlueSpec,
     required = [c for c in (spec.id_a, spec.id_b, spec.index, spec.text_a, spec.text_b, spec.score) if c]
     # Extra trailing fields are ignored, as csv.DictReader does in the HF builder (which reads every row).
     rows = (r for r in read_tsv(path, required, extra_ok=True) if r.fields is None or keep is None or keep(r.fields))
-    return _assemble(split, rows, spec, path.name)
+    return pairs_split(split, rows, lambda row: _parse(row, spec), path.name)
 
 
 def rows_to_split(split: str, rows: Iterable[Mapping[str, Any]], spec: GlueSpec) -> Split:
     """The Hugging Face `glue` rows (sentence1/sentence2 or question1/question2, label, idx) as a Split;
     rows with label -1 (unlabelled test rows) are dropped."""
     fields = ({k: str(v) for k, v in row.items()} for row in rows if float(row["label"]) >= 0)
-    return _assemble(split, (Row(n, f) for n, f in enumerate(fields, start=1)), spec, f"hf:{spec.hf_config}")
+    return pairs_split(split, (Row(n, f) for n, f in enumerate(fields, start=1)), lambda row: _parse(row, spec),
+                       f"hf:{spec.hf_config}")
 
 
-def _assemble(split: str, rows: Iterable[Row], spec: GlueSpec, source: str) -> Split:
-    texts: dict[str, Item] = {}
-    pairs: list[Pair] = []
-    for row in rows:
-        parsed = _parse(row, spec)
-        if isinstance(parsed, str):
-            where = f"{source}:{row.line}"
-            texts[where] = Item(id=where, error=parsed)
-            continue
-        (a, ta), (b, tb), score = parsed
-        texts.setdefault(a, Item(id=a, text=ta))
-        texts.setdefault(b, Item(id=b, text=tb))
-        pairs.append(Pair(a, b, score))
-    return Split(split, texts=list(texts.values()), pairs=pairs)
-
-
-def _parse(row: Row, spec: GlueSpec) -> tuple[tuple[str, str], tuple[str, str], float] | str:
+def _parse(row: Row, spec: GlueSpec) -> ParsedPair:
     """((id_a, text_a), (id_b, text_b), score), or the reason the row is unusable."""
-    if row.fields is None:
-        return row.error or "unreadable row"
     f = row.fields
     try:
         score = float(f[spec.score])
