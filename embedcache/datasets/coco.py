@@ -64,8 +64,8 @@ class Coco(Dataset):
         if not self._options["labels"]:
             return ()
         if self._names is None:  # load_split already read them; else read the smaller val file
-            self._names = tuple(name for _, name in self._categories(_load_json(self._instances_file("val")),
-                                                                     self._instances_file("val")))
+            path = self._instances_file("val")
+            self._names = tuple(name for _, name in self._categories(_load_json(path), path))
         return self._names
 
     def load_split(self, split: str) -> Split:
@@ -80,16 +80,17 @@ class Coco(Dataset):
     def _read(self, split: str) -> Split:
         root, year = self._root(), self._options["year"]
         folder = f"{split}{year}"
-        captions = _load_json(require_file(root / "annotations" / f"captions_{folder}.json", "COCO captions file",
-                                           f"Unpack annotations_trainval{year}.zip into {root}."))
-        images = _check_list(captions, "images", root / "annotations" / f"captions_{folder}.json")
+        path = require_file(root / "annotations" / f"captions_{folder}.json", "COCO captions file",
+                            f"Unpack annotations_trainval{year}.zip into {root}.")
+        captions = _load_json(path)
+        images = _check_list(captions, "images", path)
         labels = self._labels(split) if self._options["labels"] else {}
         image_items = [
             Item(id=str(im["id"]), image=str(root / folder / im["file_name"]),
                  label=labels.get(im["id"], ()) if self._options["labels"] else None)
             for im in sorted(images, key=lambda im: im["id"])
         ]
-        texts = self._captions(captions, labels, root / "annotations" / f"captions_{folder}.json")
+        texts = self._captions(captions, labels, path)
         return Split(split, image_items, texts)
 
     def _captions(self, data: dict[str, Any], labels: dict[int, tuple[int, ...]], path: Path) -> list[Item]:
