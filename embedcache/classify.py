@@ -31,7 +31,7 @@ from embedcache.heads import HEADS, HeadSpec, create_head
 from embedcache.heads import clfa as _clfa  # noqa: F401  registers clfa and cross-attention
 from embedcache.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classifier_names
 from embedcache.registry import Registry
-from embedcache.runs import Run, find_run, make_run_id, save_run
+from embedcache.runs import Run, save_run
 from embedcache.store import open_store
 from embedcache.train import (
     SETTINGS,
@@ -39,6 +39,7 @@ from embedcache.train import (
     SettingSpec,
     TrainCfg,
     check_stores,
+    find_or_seed,
     fit,
     holdout,
     inputs_key,
@@ -266,12 +267,10 @@ def train_classifier(
                  "val": {**val_info, "rows": len(val_data)}, "pairing": pairing}
     key = {"head": spec, "train": cfg, "inputs": inputs_key(train_data),
            "data": data_info, "test": test_split}
-    run_id = make_run_id(head, key)
-    if not force and (done := find_run(run_id, runs_root)) is not None:
+    run_id, done = find_or_seed(head, key, seed=seed, force=force, runs_root=runs_root)
+    if done is not None:
         return done
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(seed)
-    np.random.seed(seed)
     model: ClassifierHead = create_head(spec)
     model.prepare(train_data)  # closed-form parts (PCA) from the training rows, before anything moves
     model.to(dev)

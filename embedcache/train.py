@@ -256,6 +256,18 @@ def inputs_key(data: PairData) -> list[tuple[Any, ...]]:
             for i in run_inputs(data)]
 
 
+def find_or_seed(head: str, key: dict[str, Any], *, seed: int, force: bool, runs_root: str | Path | None
+                 ) -> tuple[str, Run | None]:
+    """The id of the run with inputs `key`, and that finished run unless `force`; when there is none to reuse,
+    torch and numpy are seeded for training it."""
+    run_id = make_run_id(head, key)
+    done = None if force else find_run(run_id, runs_root)
+    if done is None:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+    return run_id, done
+
+
 def say_streamed(*datas: PairData) -> None:
     """Tell (on stderr) which token stores are streamed because they do not fit in RAM."""
     notes = {v.stream.describe() for d in datas for v in d.views if v.stream is not None}
@@ -308,12 +320,10 @@ def train(
     cfg = TrainCfg(epochs, batch_size, lr, weight_decay, plateau_patience, plateau_factor, early_stop_patience, seed)
     key = {"head": spec, "train": cfg, "inputs": inputs_key(train_data),
            "pairs": [train_info, val_info], "splits": [train_split, val_split]}
-    run_id = make_run_id(head, key)
-    if not force and (done := find_run(run_id, runs_root)) is not None:
+    run_id, done = find_or_seed(head, key, seed=seed, force=force, runs_root=runs_root)
+    if done is not None:
         return done
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(seed)
-    np.random.seed(seed)
     model = create_head(spec).to(dev)
     if progress:
         say_streamed(train_data, val_data)
