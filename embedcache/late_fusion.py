@@ -21,9 +21,6 @@ per weighting with its weights and test metrics. Test labels are read after all 
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from embedcache.fingerprint import to_plain
 from embedcache.registry import Registry
 
 # ---------------------------------------------------------------- pure weightings
@@ -263,34 +259,28 @@ def late_fusion(
                           _train_priors(paths, train_split, len(classes)) if priors else None, normalise, seed)
     fitted = {m: fit_fusion(m, inputs) for m in methods}  # everything fitted before any test label is read
     test = load_labelled(paths, test_split)
-    test_probs = _modality_probs(runs, test)
+    test_probs, test_y = _modality_probs(runs, test), test.labels.numpy()
+    singles = {f"test_{run.inputs[0]['backbone']}": evaluate_probs(p, test_y, "single", classes)
+               for run, p in zip(runs, test_probs, strict=True)}  # each component on the same joined test rows
+    options = {"score": score, "priors": priors, "normalise": normalise, "val_split": val_name,
+               "test_split": test_split, "val_rows": len(val), "test_rows": len(test)}
     out = {}
     for method, fusion in fitted.items():
         metrics = {"val": evaluate_probs(fusion.predict(inputs.val_probs), inputs.val_labels, "single", classes),
-                   "test": evaluate_probs(fusion.predict(test_probs), test.labels.numpy(), "single", classes)}
-        for run, p in zip(runs, test_probs, strict=True):  # each component on the same joined test rows
-            backbone = run.inputs[0]["backbone"]
-            metrics[f"test_{backbone}"] = evaluate_probs(p, test.labels.numpy(), "single", classes)
-        out[method] = _save(method, fusion, runs, paths, metrics, classes,
-                            {"score": score, "priors": priors, "normalise": normalise, "val_split": val_name,
-                             "test_split": test_split, "val_rows": len(val), "test_rows": len(test)}, runs_root)
+                   "test": evaluate_probs(fusion.predict(test_probs), test_y, "single", classes), **singles}
+        out[method] = _save(method, fusion, runs, paths, metrics, classes, options, runs_root)
     return out
 
 
 def _save(method: str, fusion: FittedFusion, runs: list[Any], paths: list[Path], metrics: dict[str, Any],
           classes: list[str], options: dict[str, Any], runs_root: str | Path | None) -> Any:
-    """Write `<runs>/<run_id>/run.json` atomically (no checkpoint: the weights are in the JSON)."""
-    from embedcache.runs import Run, make_run_id, runs_dir, versions
+    """Write `<runs>/<run_id>/run.json` (no checkpoint: the weights are in the JSON)."""
+    from embedcache.pipeline_steps import write_record
+    from embedcache.runs import make_run_id, runs_dir
 
     components = [r.id for r in runs]
     run_id = make_run_id(method, {"components": components, "options": options})
-    record = {"schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
-              "run_id": run_id, "task": "late-fusion", "method": method, "components": components,
+    record = {"run_id": run_id, "task": "late-fusion", "method": method, "components": components,
               "inputs": [r.inputs[0] for r in runs], "stores": [str(p) for p in paths], "classes": classes,
               "options": options, "fusion": fusion.describe(), "metrics": metrics}
-    out = runs_dir(runs_root) / run_id
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"run.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(to_plain(record), indent=1, sort_keys=True))
-    os.replace(tmp, out / "run.json")
-    return Run(out, json.loads((out / "run.json").read_text()))
+    return write_record(record, runs_dir(runs_root))

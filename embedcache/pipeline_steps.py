@@ -13,7 +13,6 @@ import dataclasses
 import importlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedcache.datasets import DATASETS
-from embedcache.fingerprint import fingerprint, to_plain
+from embedcache.fingerprint import fingerprint
 from embedcache.paths import store_path
 from embedcache.registry import Registry
 
@@ -243,13 +242,12 @@ def _majority(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
     half the training items) predicted for every test row, scored like the classifiers."""
     from embedcache.classify import evaluate_probs, label_info, load_labelled
     from embedcache.runs import find_run, make_run_id
-    from embedcache.train import check_stores
+    from embedcache.train import check_stores, run_inputs
 
     opts = {"train_split": "train", "test_split": "test", **run.train}
     paths = check_stores("majority", run.dataset, tuple(run.backbones), ctx.data_dir, None)
     train = load_labelled(paths, opts["train_split"])
-    inputs = [{"path": v.path, "dataset": v.attrs.get("dataset", ""), "backbone": v.attrs.get("backbone", ""),
-               "modality": v.attrs.get("modality", ""), "fingerprint": v.fingerprint} for v in train.views]
+    inputs = run_inputs(train)
     run_id = make_run_id("majority", {"inputs": [i["fingerprint"] for i in inputs], "options": opts})
     if (found := find_run(run_id, ctx.runs_root)) is not None:
         return {"": found}
@@ -267,15 +265,13 @@ def _majority(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
 
 
 def write_record(record: dict[str, Any], runs_root: Path) -> Run:
-    """Write `<runs_root>/<run_id>/run.json` atomically (runs without a checkpoint: floors)."""
-    from embedcache.runs import RUN_JSON, Run, versions
+    """Write `<runs_root>/<run_id>/run.json` atomically (runs without a checkpoint: floors, late fusion)."""
+    from embedcache.runs import RUN_JSON, RUN_SCHEMA, Run, _write_json, versions
 
     out = Path(runs_root) / record["run_id"]
     out.mkdir(parents=True, exist_ok=True)
-    full = {"schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(), **record}
-    tmp = out / f"{RUN_JSON}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(to_plain(full), indent=1, sort_keys=True))
-    os.replace(tmp, out / RUN_JSON)
+    _write_json(out / RUN_JSON, {"schema": RUN_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "versions": versions(), **record})
     return Run(out, json.loads((out / RUN_JSON).read_text()))
 
 
