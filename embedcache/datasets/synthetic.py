@@ -32,8 +32,8 @@ from PIL import Image
 
 from embedcache import paths
 from embedcache.datasets import DATASETS
-from embedcache.datasets.base import BadItemError, Dataset, DatasetFormatError, Item, Pair, Split
-from embedcache.datasets.images import decode_text
+from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Pair, Split
+from embedcache.datasets.common import decode, read_lines
 from embedcache.datasets.scenes import (
     CLASSES,
     COLOURS,
@@ -219,13 +219,13 @@ def _rows(path: Path) -> Iterator[tuple[int, list[bytes]]]:
     """(line number, fields) of a TSV file in the layout above; the header is checked, blank lines skipped."""
     header = HEADERS[path.name]
     try:
-        lines = path.read_bytes().split(b"\n")
+        lines = read_lines(path)  # byte-order mark and \r dropped
     except FileNotFoundError:
         raise DatasetFormatError(f"{path} is missing; delete {path.parent} and it is regenerated on next use") from None
-    if lines[0].removeprefix(b"\xef\xbb\xbf").rstrip(b"\r").split(b"\t") != [h.encode() for h in header]:
-        raise DatasetFormatError(f"{path}:1: expected the header {chr(9).join(header)!r}, found {lines[0][:80]!r}")
+    first = lines[0] if lines else b""
+    if first.split(b"\t") != [h.encode() for h in header]:
+        raise DatasetFormatError(f"{path}:1: expected the header {chr(9).join(header)!r}, found {first[:80]!r}")
     for lineno, line in enumerate(lines[1:], start=2):
-        line = line.rstrip(b"\r")
         if not line:
             continue
         fields = line.split(b"\t")
@@ -285,11 +285,8 @@ def read_captions(path: Path, images: dict[str, tuple[str, int, tuple[int, ...]]
         if cid in seen:
             raise DatasetFormatError(f"{path}:{n}: caption id {cid!r} appears twice")
         seen.add(cid)
-        try:
-            item = Item(id=cid, text=decode_text(raw, cid), link=iid)
-        except BadItemError as err:
-            item = Item(id=cid, link=iid, error=err.reason)
-        out.append((images[iid][0], item))
+        text, error = decode(raw, cid)
+        out.append((images[iid][0], Item(id=cid, text=text, link=iid, error=error)))
     return out
 
 
