@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from embedcache.backbones import hf_loading
-from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
+from embedcache.backbones.base import BackboneSpec, EncoderOutput
 from embedcache.backbones.common import (
     WeightsSource,
     check_pooling,
@@ -36,7 +36,7 @@ CLIP_POOLINGS.register("pooler", lambda pooled, proj: pooled)
 PREPROCESS_KEYS = ("size", "crop_size", "resample", "image_mean", "image_std", "rescale_factor", "do_center_crop")
 
 
-class ClipTowerEncoder(Encoder):
+class ClipTowerEncoder(hf_loading.TransformersEncoder):
     """One CLIP tower (text or vision) with its projection; the modality comes from the spec."""
 
     poolings = tuple(CLIP_POOLINGS.names())
@@ -58,24 +58,7 @@ class ClipTowerEncoder(Encoder):
     def preprocessing(self) -> dict[str, Any]:
         if self.tokenizer is None:
             return {k: _plain(self.processor.to_dict().get(k)) for k in PREPROCESS_KEYS}
-        tok = self.tokenizer
-        return {
-            "tokenizer": type(tok).__name__, "vocab_size": len(tok), "max_length": self.max_length,
-            "do_lower_case": tok("ABC Xyz")["input_ids"] == tok("abc xyz")["input_ids"],
-            "tokenizer_sha256": hf_loading.source_sha256(self.spec, self.source, hf_loading.TOKENIZER_NAMES),
-        }
-
-    @cached_property
-    def weights_sha256(self) -> dict[str, str] | None:
-        return hf_loading.weight_sha256(self.spec, self.source)
-
-    def describe(self) -> dict[str, Any]:
-        return hf_loading.describe(self)
-
-    def to(self, device: torch.device | str) -> ClipTowerEncoder:
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        return self
+        return self.tokenizer_facts()
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if self.tokenizer is None:

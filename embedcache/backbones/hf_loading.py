@@ -1,4 +1,5 @@
-"""Loading through transformers: one place for the hub/local switch, load checks and file hashes.
+"""Loading through transformers: one place for the hub/local switch, load checks, file hashes and the
+encoder base class (`TransformersEncoder`: describe, hashes, device move) of the text models and CLIP towers.
 
 Every load passes trust_remote_code=False, the pinned revision, the cache and offline mode; every load
 is checked for missing tensors (a silently re-initialised layer would make the stored numbers random).
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from embedcache.backbones.base import BackboneSpec
+import torch
+
+from embedcache.backbones.base import BackboneSpec, Encoder
 from embedcache.backbones.common import (
     WEIGHT_SUFFIXES,
     WeightsNotFoundError,
@@ -111,17 +115,46 @@ def _source_file(spec: BackboneSpec, source: WeightsSource, name: str) -> Path |
     return Path(hit) if isinstance(hit, str) else None
 
 
-def describe(enc: Any) -> dict[str, Any]:
-    """`Encoder.describe()` of a transformers-backed encoder (text models and the CLIP towers): everything
-    that determines its numbers, for the store fingerprint."""
-    dtype = compute_dtype(enc.spec, enc.device)
-    return {
-        "name": enc.spec.name, "library": "transformers", "modality": enc.spec.modality,
-        "model_id": enc.spec.model_id, "revision": enc.spec.revision,
-        "architecture": type(enc.model).__name__,
-        "weights_source": enc.source.label if enc.source.kind == "offline" else enc.source.kind,
-        "weights_sha256": enc.weights_sha256, "preprocessing": enc.preprocessing,
-        "pooling": enc.pooling, "dim": enc.dim, "token_dim": enc.token_dim, "max_length": enc.max_length,
-        "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
-        "versions": library_versions("transformers", "tokenizers"),
-    }
+class TransformersEncoder(Encoder):
+    """What the transformers-backed encoders (text models and the CLIP towers) share: the fingerprint facts
+    (`describe`, weight and tokenizer hashes) and the device move. Subclasses set spec, model, source,
+    device, pooling, dim, token_dim, max_length and `preprocessing`."""
+
+    model: Any
+    tokenizer: Any
+    source: WeightsSource
+    device: torch.device
+    token_dim: int
+    max_length: int | None
+    preprocessing: dict[str, Any]
+
+    @cached_property
+    def weights_sha256(self) -> dict[str, str] | None:
+        return weight_sha256(self.spec, self.source)
+
+    def tokenizer_facts(self) -> dict[str, Any]:
+        """Tokenizer facts that change the numbers; lowercasing is measured, not read from a config."""
+        tok = self.tokenizer
+        return {
+            "tokenizer": type(tok).__name__, "vocab_size": len(tok), "max_length": self.max_length,
+            "do_lower_case": tok("ABC Xyz")["input_ids"] == tok("abc xyz")["input_ids"],
+            "tokenizer_sha256": source_sha256(self.spec, self.source, TOKENIZER_NAMES),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        dtype = compute_dtype(self.spec, self.device)
+        return {
+            "name": self.spec.name, "library": "transformers", "modality": self.spec.modality,
+            "model_id": self.spec.model_id, "revision": self.spec.revision,
+            "architecture": type(self.model).__name__,
+            "weights_source": self.source.label if self.source.kind == "offline" else self.source.kind,
+            "weights_sha256": self.weights_sha256, "preprocessing": self.preprocessing,
+            "pooling": self.pooling, "dim": self.dim, "token_dim": self.token_dim, "max_length": self.max_length,
+            "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
+            "versions": library_versions("transformers", "tokenizers"),
+        }
+
+    def to(self, device: torch.device | str) -> TransformersEncoder:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from embedcache.backbones import hf_loading
-from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
+from embedcache.backbones.base import BackboneSpec, EncoderOutput
 from embedcache.backbones.common import (
     WeightsSource,
     check_pooling,
@@ -27,7 +27,7 @@ from embedcache.backbones.pooling import TEXT_POOLINGS
 DEFAULT_MAX_LENGTH = 512  # cap for `hf:` models whose tokenizer reports an effectively infinite length
 
 
-class TransformersTextEncoder(Encoder):
+class TransformersTextEncoder(hf_loading.TransformersEncoder):
     """A frozen transformers text model with its own tokenizer."""
 
     def __init__(self, spec: BackboneSpec, model: Any, tokenizer: Any, source: WeightsSource,
@@ -43,29 +43,8 @@ class TransformersTextEncoder(Encoder):
 
     @cached_property
     def preprocessing(self) -> dict[str, Any]:
-        """Tokenizer facts that change the numbers; lowercasing is measured, not read from a config."""
         tok = self.tokenizer
-        return {
-            "tokenizer": type(tok).__name__,
-            "vocab_size": len(tok),
-            "max_length": self.max_length,
-            "do_lower_case": tok("ABC Xyz")["input_ids"] == tok("abc xyz")["input_ids"],
-            "padding_side": tok.padding_side,
-            "truncation_side": tok.truncation_side,
-            "tokenizer_sha256": hf_loading.source_sha256(self.spec, self.source, hf_loading.TOKENIZER_NAMES),
-        }
-
-    @cached_property
-    def weights_sha256(self) -> dict[str, str] | None:
-        return hf_loading.weight_sha256(self.spec, self.source)
-
-    def describe(self) -> dict[str, Any]:
-        return hf_loading.describe(self)
-
-    def to(self, device: torch.device | str) -> TransformersTextEncoder:
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        return self
+        return {**self.tokenizer_facts(), "padding_side": tok.padding_side, "truncation_side": tok.truncation_side}
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Pad to the longest text of the batch, truncate at max_length; only the inputs the model takes."""
