@@ -15,6 +15,7 @@ repeated over its captions; stores without links (MVSA, MMSD, one image store) a
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -248,11 +249,11 @@ def train_classifier(
     plan = _token_plan(head, len(backbones), tokens)
     paths = check_stores(head, dataset, backbones, data_dir, any(t is not False for t in plan) or None)
     t0 = time.perf_counter()
-    train_data = load_labelled(paths, train_split, pairing=pairing, tokens=plan, ram_budget=ram_budget)
+    load = functools.partial(load_labelled, paths, pairing=pairing, tokens=plan, ram_budget=ram_budget)  # a split
+    train_data = load(train_split)
     val_name = find_val_split(paths, val_split)
     if val_name is not None:
-        val_data = load_labelled(paths, val_name, pairing=pairing, tokens=plan, ram_budget=ram_budget)
-        val_info = {"split": val_name}
+        val_data, val_info = load(val_name), {"split": val_name}
     else:
         train_data, val_data = holdout(train_data, val_fraction, seed)
         val_info = {"held_out_from": train_split, "fraction": val_fraction}
@@ -279,7 +280,11 @@ def train_classifier(
     history, summary = _fit_phases(model, train_data.to(dev), val_data.to(dev), cfg, progress)
     metrics = {"train": _flat_summary(summary),
                "val": evaluate_probs(predict_proba(model, val_data), val_data.labels.cpu().numpy(), kind, classes)}
-    test_info = _evaluate_test(model, paths, test_split, pairing, plan, kind, classes, dev, metrics)
+    test_info = {"split": None}  # after training: nothing above reads test data
+    if test_split and all(test_split in store_splits(p) for p in paths):
+        test = load(test_split).to(dev)
+        metrics["test"] = evaluate_probs(predict_proba(model, test), test.labels.cpu().numpy(), kind, classes)
+        test_info = {"split": test_split, "rows": len(test)}
     record = {
         "run_id": run_id, "task": "classify", "head": spec, "head_cfg": asdict(model.cfg), "train": cfg, "seed": seed,
         "setting": st.name if setting or dataset == st.dataset else None, "inputs": run_inputs(train_data),
@@ -297,17 +302,6 @@ def _flat_summary(summary: dict[str, dict[str, float]]) -> dict[str, float]:
     for phase in phases[:-1]:
         out.update({f"{phase}_{k}": float(v) for k, v in summary[phase].items()})
     return out
-
-
-def _evaluate_test(model: ClassifierHead, paths: list[Path], test_split: str | None, pairing: str,
-                   plan: list[bool | None], kind: str, classes: list[str], dev: str, metrics: dict[str, Any]
-                   ) -> dict[str, Any]:
-    """Test metrics of the trained head (after training: nothing above reads test data)."""
-    if not test_split or not all(test_split in store_splits(p) for p in paths):
-        return {"split": None}
-    test = load_labelled(paths, test_split, pairing=pairing, tokens=plan).to(dev)
-    metrics["test"] = evaluate_probs(predict_proba(model, test), test.labels.cpu().numpy(), kind, classes)
-    return {"split": test_split, "rows": len(test)}
 
 
 def pca_sweep(dims: Sequence[int] = PCA_SWEEP, *, options: dict[str, Any] | None = None, **kwargs: Any) -> list[Run]:
