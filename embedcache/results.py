@@ -55,7 +55,12 @@ class Cell:
 class TableRow:
     spec: RowSpec
     cells: list[Cell]
-    n: int  # seeds found
+    groups: list[dict[str, float]]  # the row's metric group of each seed's run found
+
+    @property
+    def n(self) -> int:
+        """Seeds found."""
+        return len(self.groups)
 
 
 def _groups(row: RowSpec, manifest: dict[str, Any]) -> list[dict[str, float]]:
@@ -91,12 +96,17 @@ def build_rows(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable
             values = [g[key] * col.scale for g in groups if key is not None and key in g]
             paper = ref.value(row.ref, col.ref) if ref and row.ref and col.ref else None
             cells.append(Cell([float(v) for v in values if not math.isnan(v)], paper))
-        rows.append(TableRow(row, cells, len(groups)))
+        rows.append(TableRow(row, cells, groups))
     return rows
 
 
-def _reference(spec: PipelineSpec) -> ReferenceTable | None:
-    return reference_table(spec.reference) if spec.reference else None
+Built = tuple[ReferenceTable | None, list[TableRow]]  # the paper's table (if any) and our rows
+
+
+def _build(spec: PipelineSpec, manifest: dict[str, Any]) -> Built:
+    """The paper's table and our rows, read once for the markdown, the csv and the plots."""
+    ref = reference_table(spec.reference) if spec.reference else None
+    return ref, build_rows(spec, manifest, ref)
 
 
 # ---------------------------------------------------------------- markdown and csv
@@ -115,10 +125,9 @@ def _status_lines(spec: PipelineSpec, manifest: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def markdown(spec: PipelineSpec, manifest: dict[str, Any]) -> str:
+def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None = None) -> str:
     """The table as markdown: header, status, our columns beside the paper's, notes and run ids."""
-    ref = _reference(spec)
-    rows = build_rows(spec, manifest, ref)
+    ref, rows = built or _build(spec, manifest)
     seeds = sorted({int(s) for r in manifest.get("runs", {}).values() for s in r}) or list(spec.seeds)
     lines = [f"# {spec.title}", "",
              f"Source: {spec.source or 'no paper table'} · spec `{spec.path or f'pipelines/{spec.name}.toml'}` · "
@@ -159,10 +168,9 @@ def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | 
     return lines
 
 
-def csv_text(spec: PipelineSpec, manifest: dict[str, Any]) -> str:
+def csv_text(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None = None) -> str:
     """One line per row: status, label, kind, variant, n, then per column mean, std and the paper's number."""
-    ref = _reference(spec)
-    rows = build_rows(spec, manifest, ref)
+    _, rows = built or _build(spec, manifest)
     buf = io.StringIO()
     writer = csv.writer(buf)
     header = ["pipeline", "status", "row", "kind", "variant", "n"]
@@ -190,59 +198,56 @@ def _mean_groups(groups: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([g[k] for g in groups])) for k in keys}
 
 
-def _plot_rows(spec: PipelineSpec, plot: PlotSpec) -> list[RowSpec]:
-    return [r for r in spec.rows if (r.label in plot.rows if plot.rows else r.kind != "floor")]
+def _plot_rows(plot: PlotSpec, rows: list[TableRow]) -> list[TableRow]:
+    return [r for r in rows if (r.spec.label in plot.rows if plot.rows else r.spec.kind != "floor")]
 
 
-def _sts(spec: PipelineSpec, plot: PlotSpec, manifest: dict[str, Any], path: Path) -> Path:
+def _sts(spec: PipelineSpec, plot: PlotSpec, rows: list[TableRow], path: Path) -> Path:
     from embedcache.evaluate.plots import plot_sts_tolerance
 
     curves = {}
-    for row in _plot_rows(spec, plot):
-        mean = _mean_groups(_groups(row, manifest))
-        head = f"{row.prefix or 'sts'}_"
-        curves[row.label] = {"sts_" + k[len(head):]: v for k, v in mean.items() if k.startswith(head + "acc@")}
+    for row in _plot_rows(plot, rows):
+        mean = _mean_groups(row.groups)
+        head = f"{row.spec.prefix or 'sts'}_"
+        curves[row.spec.label] = {"sts_" + k[len(head):]: v for k, v in mean.items() if k.startswith(head + "acc@")}
     return plot_sts_tolerance(curves, path, prefix="sts")
 
 
-def _hits(spec: PipelineSpec, plot: PlotSpec, manifest: dict[str, Any], path: Path) -> Path:
+def _hits(spec: PipelineSpec, plot: PlotSpec, rows: list[TableRow], path: Path) -> Path:
     from embedcache.evaluate.plots import plot_hit_rate
 
     curves = {}
-    for row in _plot_rows(spec, plot):
-        head = f"{plot.prefix or row.prefix}_hit@"
-        mean = _mean_groups(_groups(row, manifest))
-        curves[row.label] = {f"{plot.prefix or row.prefix}_{k.split('_')[-1]}": v
-                             for k, v in mean.items() if k.startswith(head)}
+    for row in _plot_rows(plot, rows):
+        head = f"{plot.prefix or row.spec.prefix}_hit@"
+        mean = _mean_groups(row.groups)
+        curves[row.spec.label] = {f"{plot.prefix or row.spec.prefix}_{k.split('_')[-1]}": v
+                                  for k, v in mean.items() if k.startswith(head)}
     return plot_hit_rate(curves, path)
 
 
-def _columns(spec: PipelineSpec, plot: PlotSpec, manifest: dict[str, Any], path: Path) -> Path:
+def _columns(spec: PipelineSpec, plot: PlotSpec, rows: list[TableRow], path: Path) -> Path:
     """Each row's columns that have an `x` as one line (ours solid, the paper's dashed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ref = _reference(spec)
-    cols = [(i, c) for i, c in enumerate(spec.columns) if c.x is not None]
-    by_label = {r.spec.label: r for r in build_rows(spec, manifest, ref)}
+    from embedcache.evaluate.plots import save_figure
+
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    for row in _plot_rows(spec, plot):
-        cells = [(c.x, by_label[row.label].cells[i]) for i, c in cols]
+    for row in _plot_rows(plot, rows):
+        cells = [(c.x, cell) for c, cell in zip(spec.columns, row.cells, strict=True) if c.x is not None]
         ours = [(x, cell.mean) for x, cell in cells if cell.mean is not None]
         paper = [(x, cell.paper) for x, cell in cells if cell.paper is not None]
         color = None
         if ours:
-            color = ax.plot(*zip(*ours, strict=True), marker="o", label=f"{row.label} (ours)")[0].get_color()
+            color = ax.plot(*zip(*ours, strict=True), marker="o", label=f"{row.spec.label} (ours)")[0].get_color()
         if paper:
-            ax.plot(*zip(*paper, strict=True), linestyle="--", marker="x", color=color, label=f"{row.ref} (paper)")
+            ax.plot(*zip(*paper, strict=True), linestyle="--", marker="x", color=color,
+                    label=f"{row.spec.ref} (paper)")
     ax.set(xlabel=plot.prefix or "x", ylabel="value")
     ax.set_title(spec.name, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig).print_figure(str(path), dpi=120)
-    return path
+    return save_figure(fig, path)
 
 
 PLOTTERS = {"sts-tolerance": _sts, "hit-rate": _hits, "columns": _columns}
@@ -253,11 +258,12 @@ def write_results(spec: PipelineSpec, manifest: dict[str, Any], out_dir: str | P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, table = out / f"{spec.name}.md", out / f"{spec.name}.csv"
-    md.write_text(markdown(spec, manifest))
-    table.write_text(csv_text(spec, manifest))
+    built = _build(spec, manifest)
+    md.write_text(markdown(spec, manifest, built))
+    table.write_text(csv_text(spec, manifest, built))
     written = [md, table]
     if manifest.get("status", "complete") == "complete":
-        written += [PLOTTERS[p.kind](spec, p, manifest, out / p.file) for p in spec.plots]
+        written += [PLOTTERS[p.kind](spec, p, built[1], out / p.file) for p in spec.plots]
     return written
 
 

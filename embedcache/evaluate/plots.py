@@ -34,7 +34,7 @@ def plot_sts_tolerance(metrics: Metrics | Runs, path: str | Path, *, prefix: str
         ax.grid(alpha=0.3)
         if any(per_run):
             ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_hit_rate(metrics: Metrics | Runs, path: str | Path) -> Path:
@@ -56,7 +56,7 @@ def plot_hit_rate(metrics: Metrics | Runs, path: str | Path) -> Path:
     ax.set(xlabel="k (top-k retrieved)", ylabel="hit rate", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _sts_panels(runs: Runs, prefix: str) -> dict[str, dict[str, dict[float, float]]]:
@@ -86,7 +86,8 @@ def _as_runs(metrics: Metrics | Runs) -> Runs:
     return {"": metrics}  # type: ignore[dict-item]
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` to `path` (format from its suffix, 120 dpi) through the Agg canvas; returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig).print_figure(str(out), dpi=120)
