@@ -44,6 +44,8 @@ def test_imagefolder_split_folders(tmp_path: Path) -> None:
 def test_imagefolder_needs_a_root(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match="--root"):
         create_dataset("imagefolder").splits()
+    with pytest.raises(DatasetNotFoundError, match="no --root given"):
+        create_dataset("pairs-tsv").splits()
 
 
 def test_pairs_tsv_named_columns(tmp_path: Path) -> None:

@@ -51,14 +51,8 @@ class ImageFolder(Dataset):
     def __init__(self, root: str | Path | None = None) -> None:
         super().__init__(root)
 
-    def _root(self) -> Path:
-        if self.root is None:
-            raise DatasetNotFoundError(self.name, ["(no --root given)"], FOLDER_LAYOUT,
-                                       "pass --root <folder> and --name <store name>")
-        return find_root(self.name, self.root, ["."], FOLDER_LAYOUT, "pass --root <folder> and --name <store name>")
-
     def _split_dirs(self) -> dict[str, Path]:
-        root = self._root()
+        root = _given_root(self, FOLDER_LAYOUT, "pass --root <folder> and --name <store name>")
         dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if dirs and all(p.name in SPLIT_NAMES for p in dirs):
             return {p.name: p for p in dirs}
@@ -74,7 +68,8 @@ class ImageFolder(Dataset):
         return tuple(sorted(names))
 
     def load_split(self, split: str) -> Split:
-        folder = self._split_dirs()[check_choice("split", split, self.splits())]
+        dirs = self._split_dirs()
+        folder = dirs[check_choice("split", split, list(dirs))]
         index = {c: i for i, c in enumerate(self.classes)}
         images, texts = [], []
         for cls in sorted(p for p in folder.iterdir() if p.is_dir() and p.name in index):
@@ -86,6 +81,13 @@ class ImageFolder(Dataset):
                 if path.with_suffix(".txt").is_file():
                     texts.append(_caption(path.with_suffix(".txt"), item_id, index[cls.name]))
         return Split(split, images, texts)
+
+
+def _given_root(ds: Dataset, layout: str, fix: str) -> Path:
+    """The --root the user gave (it must exist): users' own data has no default location."""
+    if ds.root is None:
+        raise DatasetNotFoundError(ds.name, ["(no --root given)"], layout, fix)
+    return find_root(ds.name, ds.root, ["."], layout, fix)
 
 
 def _caption(path: Path, image_id: str, label: int) -> Item:
@@ -115,10 +117,7 @@ class PairsTsv(Dataset):
     def _files(self) -> dict[str, Path]:
         if self.root is not None and self.root.is_file():
             return {self.root.stem: self.root}
-        if self.root is None:
-            raise DatasetNotFoundError(self.name, ["(no --root given)"], PAIRS_LAYOUT,
-                                       "pass --root <folder or .tsv file> and --name <store name>")
-        root = find_root(self.name, self.root, ["."], PAIRS_LAYOUT, "pass --root <folder or file>")
+        root = _given_root(self, PAIRS_LAYOUT, "pass --root <folder or .tsv file> and --name <store name>")
         files = {p.stem: p for p in sorted(root.glob("*.tsv"))}
         if not files:
             raise DatasetNotFoundError(self.name, [f"{root}/*.tsv"], PAIRS_LAYOUT, "put <split>.tsv files there")
