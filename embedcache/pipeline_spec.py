@@ -147,6 +147,7 @@ class PipelineSpec:
 # ---------------------------------------------------------------- TOML <-> specs
 
 _NESTED = {"evals": EvalSpec}
+_PARTS = {"stores": StoreSpec, "runs": RunSpec, "columns": ColumnSpec, "rows": RowSpec, "plots": PlotSpec}
 
 
 def _make(cls: type, raw: dict[str, Any], where: str) -> Any:
@@ -172,12 +173,12 @@ def spec_from_dict(raw: dict[str, Any], where: str = "<dict>") -> PipelineSpec:
     """A PipelineSpec from parsed TOML ([pipeline] plus the arrays of tables); checked for consistency."""
     if "pipeline" not in raw:
         raise ValueError(f"{where}: a pipeline spec needs a [pipeline] table with at least name and title")
-    unknown = sorted(set(raw) - {"pipeline", "stores", "runs", "columns", "rows", "plots"})
+    known = ("pipeline", *_PARTS)
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"{where}: unknown table(s) {unknown}; known: pipeline, stores, runs, columns, rows, plots")
+        raise ValueError(f"{where}: unknown table(s) {unknown}; known: {', '.join(known)}")
     parts = {key: tuple(_make(cls, t, f"{where} [[{key}]] #{i + 1}") for i, t in enumerate(raw.get(key, [])))
-             for key, cls in (("stores", StoreSpec), ("runs", RunSpec), ("columns", ColumnSpec),
-                              ("rows", RowSpec), ("plots", PlotSpec))}
+             for key, cls in _PARTS.items()}
     spec = _make(PipelineSpec, {**raw["pipeline"], **parts}, f"{where} [pipeline]")
     validate(spec, where)
     return spec
@@ -220,9 +221,8 @@ def spec_to_dict(spec: PipelineSpec) -> dict[str, Any]:
             out[f.name] = [table(v) for v in value] if f.name in _NESTED else to_plain(value)
         return out
 
-    head = table(dataclasses.replace(spec, stores=(), runs=(), columns=(), rows=(), plots=()))
-    out: dict[str, Any] = {"pipeline": head}
-    for key in ("stores", "runs", "columns", "rows", "plots"):
+    out: dict[str, Any] = {"pipeline": table(dataclasses.replace(spec, **dict.fromkeys(_PARTS, ())))}
+    for key in _PARTS:
         if getattr(spec, key):
             out[key] = [table(item) for item in getattr(spec, key)]
     return out
@@ -232,7 +232,7 @@ def dump_pipeline(spec: PipelineSpec) -> str:
     """The spec as TOML text (`load_pipeline` reads it back into an equal spec)."""
     raw = spec_to_dict(spec)
     lines = ["[pipeline]"] + [f"{_key(k)} = {_value(v)}" for k, v in raw["pipeline"].items()]
-    for key in ("stores", "runs", "columns", "rows", "plots"):
+    for key in _PARTS:
         for item in raw.get(key, []):
             lines += ["", f"[[{key}]]"] + [f"{_key(k)} = {_value(v)}" for k, v in item.items() if k != "evals"]
             for ev in item.get("evals", []):
