@@ -8,6 +8,7 @@ import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from embedcache.evaluate.pairs import choose_threshold, pair_classification, paired_cosine
+from embedcache.reference import load_reference
 
 
 def naive_best_accuracy(scores: list[float], labels: list[int]) -> float:
@@ -71,8 +72,12 @@ def test_the_papers_roberta_rows_are_the_floors() -> None:
     labels = np.array([1] * 279 + [0] * 129)
     scores = np.random.default_rng(0).uniform(0.9, 1.0, size=408)  # RoBERTa cosines are all ~0.99
     out = pair_classification(scores, labels, threshold=0.5)
+    paper = load_reference()["cbmf-table3"]  # CBMF's MRPC table, as printed
     assert round(100 * out["acc"], 2) == 68.38 == round(100 * out["majority_acc"], 2)
     assert round(100 * out["f1_1"], 2) == 81.22 and out["recall_1"] == 1.0
+    for column, ours in (("accuracy", out["acc"]), ("precision_1", out["precision_1"]), ("recall_1", out["recall_1"]),
+                         ("f1_1", out["f1_1"]), ("f1_0", out["f1_0"])):
+        assert round(100 * ours, 2) == paper.value("RoBERTa", column), column
     assert out["precision_0"] == out["recall_0"] == out["f1_0"] == 0.0
     assert out["all_positive_rate"] == pytest.approx(279 / 408) and out["predicted_positive_rate"] == 1.0
 
