@@ -215,3 +215,20 @@ def test_http_error_and_request_only_datasets(tmp_path: Path, server: Server) ->
 def test_default_destination_is_the_adapters_raw_dir(tmp_path: Path) -> None:
     assert dl.default_dest("coco-2017", tmp_path) == tmp_path / "raw" / "coco"
     assert dl.default_dest("cifar10", tmp_path) == tmp_path / "raw" / "cifar10"
+
+
+def test_extract_strips_a_folder_named_like_the_target_and_refuses_non_archives(tmp_path: Path) -> None:
+    archive = tmp_path / "text.tar.gz"
+    with tarfile.open(archive, mode="w:gz") as tf:
+        info = tarfile.TarInfo("Flickr8k_text/Flickr8k.token.txt")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"a\tb"))
+    target = tmp_path / "out" / "Flickr8k_text"
+    assert dl.extract(archive, target, strip_same_name=True) == target
+    assert (target / "Flickr8k.token.txt").read_bytes() == b"a\tb" and not (target / "Flickr8k_text").exists()
+    dl.extract(archive, tmp_path / "kept")  # without strip_same_name the archive's folder stays
+    assert (tmp_path / "kept" / "Flickr8k_text" / "Flickr8k.token.txt").is_file()
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not an archive at all")
+    with pytest.raises(dl.DownloadError, match="not a zip or tar archive"):
+        dl.extract(junk, tmp_path / "nowhere")

@@ -230,25 +230,23 @@ def verify(remote: RemoteFile, path: Path, name: str) -> None:
 
 def extract(archive: Path, target: Path, strip_same_name: bool = False) -> Path:
     """Unpack a .zip / .tar(.gz) into `target`; __MACOSX entries are skipped. With `strip_same_name`, an archive
-    whose members all sit in one folder named like `target` unpacks into target's parent (no target/target)."""
+    whose members all sit in one folder named like `target` unpacks into target's parent (no target/target).
+    Each archive is opened once (a .tar.gz is only listed beforehand when `strip_same_name` needs its names)."""
     target.mkdir(parents=True, exist_ok=True)
-    top = {n.split("/", 1)[0] for n in _members(archive)}
-    into = target.parent if strip_same_name and top == {target.name} else target
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:  # extract() sanitises '..' and absolute names
-            zf.extractall(into, members=[m for m in zf.namelist() if not m.startswith("__MACOSX/")])
-    else:
+            names = [n for n in zf.namelist() if not n.startswith("__MACOSX/")]
+            zf.extractall(_into(target, names, strip_same_name), members=names)
+        return target
+    try:
         with tarfile.open(archive) as tf:
-            tf.extractall(into, filter="data")  # refuses links and paths outside `into`
+            names = tf.getnames() if strip_same_name else []
+            tf.extractall(_into(target, names, strip_same_name), filter="data")  # refuses links, paths outside
+    except (tarfile.ReadError, tarfile.CompressionError) as exc:  # not FilterError: that one names the member
+        raise DownloadError(f"{archive}: not a zip or tar archive ({exc}); delete it and rerun the download") from None
     return target
 
 
-def _members(archive: Path) -> list[str]:
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            return [n for n in zf.namelist() if not n.startswith("__MACOSX/")]
-    try:
-        with tarfile.open(archive) as tf:
-            return tf.getnames()
-    except tarfile.TarError as exc:
-        raise DownloadError(f"{archive}: not a zip or tar archive ({exc}); delete it and rerun the download") from None
+def _into(target: Path, names: list[str], strip_same_name: bool) -> Path:
+    """target's parent when `strip_same_name` and every member sits in one folder named like target, else target."""
+    return target.parent if strip_same_name and {n.split("/", 1)[0] for n in names} == {target.name} else target
