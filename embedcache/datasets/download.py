@@ -58,6 +58,11 @@ class RemoteFile:
     def filename(self) -> str:
         return unquote(PurePosixPath(urlparse(self.url).path).name)
 
+    @property
+    def checksums(self) -> tuple[tuple[str, str], ...]:
+        """(algorithm, published hex digest) for each checksum the file has."""
+        return tuple((algo, want) for algo, want in (("md5", self.md5), ("sha256", self.sha256)) if want)
+
 
 @dataclass(frozen=True)
 class Source:
@@ -213,14 +218,13 @@ def _digest(path: Path, algo: str) -> str:
 
 
 def _checksum_ok(remote: RemoteFile, path: Path) -> bool:
-    return all(_digest(path, algo) == want for algo, want in (("md5", remote.md5), ("sha256", remote.sha256))
-               if want)
+    return all(_digest(path, algo) == want for algo, want in remote.checksums)
 
 
 def verify(remote: RemoteFile, path: Path, name: str) -> None:
     """Raise ChecksumError (and delete `path`) when it does not match the published md5/sha256."""
-    for algo, want in (("md5", remote.md5), ("sha256", remote.sha256)):
-        if want and (found := _digest(path, algo)) != want:
+    for algo, want in remote.checksums:
+        if (found := _digest(path, algo)) != want:
             path.unlink()
             raise ChecksumError(
                 f"{path.name}: {algo} {found} does not match the published {want}; the file was deleted. "
