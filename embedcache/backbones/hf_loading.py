@@ -17,18 +17,18 @@ import torch
 
 from embedcache.backbones.base import BackboneSpec, Encoder
 from embedcache.backbones.common import (
+    WEIGHT_NAMES,
     WEIGHT_SUFFIXES,
     WeightsNotFoundError,
     WeightsSource,
-    compute_dtype,
     hub_cache_dir,
     hub_kwargs,
     hub_repo,
     library_versions,
+    provenance,
     sha256_file,
 )
 
-WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_NAMES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
     "merges.txt", "spiece.model", "sentencepiece.bpe.model", "added_tokens.json",
@@ -142,15 +142,13 @@ class TransformersEncoder(Encoder):
         }
 
     def describe(self) -> dict[str, Any]:
-        dtype = compute_dtype(self.spec, self.device)
         return {
             "name": self.spec.name, "library": "transformers", "modality": self.spec.modality,
             "model_id": self.spec.model_id, "revision": self.spec.revision,
             "architecture": type(self.model).__name__,
-            "weights_source": self.source.label if self.source.kind == "offline" else self.source.kind,
+            **provenance(self.spec, self.source, self.device),
             "weights_sha256": self.weights_sha256, "preprocessing": self.preprocessing,
             "pooling": self.pooling, "dim": self.dim, "token_dim": self.token_dim, "max_length": self.max_length,
-            "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
             "versions": library_versions("transformers", "tokenizers"),
         }
 

@@ -22,21 +22,21 @@ import torch
 from embedcache.backbones import offline
 from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
 from embedcache.backbones.common import (
+    WEIGHT_NAMES,
     WeightsNotFoundError,
     WeightsSource,
     check_pooling,
-    compute_dtype,
     hub_kwargs,
     hub_offline,
     hub_repo,
     inference,
     library_versions,
+    provenance,
     resolve_source,
     sha256_file,
 )
+from embedcache.fingerprint import to_plain
 from embedcache.registry import Registry
-
-WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 
 # fn(model, features from forward_features) -> (B, D)
 TIMM_POOLINGS: Registry[Callable[[Any, torch.Tensor], torch.Tensor]] = Registry("timm pooling")
@@ -73,17 +73,15 @@ class TimmImageEncoder(Encoder):
         return {self.weights_file.name: sha256_file(self.weights_file)}
 
     def describe(self) -> dict[str, Any]:
-        dtype = compute_dtype(self.spec, self.device)
         cfg = self.model.pretrained_cfg
         return {
             "name": self.spec.name, "library": "timm", "modality": "image",
             "model_id": self.spec.model_id, "revision": self.spec.revision,
             "architecture": cfg.get("architecture"), "pretrained_tag": cfg.get("tag"),
-            "weights_source": self.source.label if self.source.kind == "offline" else self.source.kind,
+            **provenance(self.spec, self.source, self.device),
             "weights_sha256": self.weights_sha256,
-            "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "preprocessing": to_plain(self.data_config),
             "pooling": self.pooling, "dim": self.dim, "token_dim": self.token_dim,
-            "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
             "versions": library_versions("timm"),
         }
 
