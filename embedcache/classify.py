@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from embedcache.embed import encode_view
+from embedcache.embed import embed
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
 from embedcache.heads import HEADS, HeadSpec, create_head
@@ -322,31 +322,11 @@ def pca_sweep(dims: Sequence[int] = PCA_SWEEP, *, options: dict[str, Any] | None
 def write_head_stores(run: Run, *, names: Sequence[str], dataset: str | None = None,
                       data_dir: str | Path | None = None, splits: Sequence[str] | None = None, force: bool = False
                       ) -> list[Path]:
-    """Write each input modality of a trained alignment head (e.g. a CBMF run) through the head as a pooled
-    store `<dataset>/<names[m]>.h5`, items, labels and links copied: an aligned teacher for `clfa` when no
-    CLIP weights are at hand. The source run id enters the store attrs (and so its fingerprint)."""
-    from embedcache.paths import store_path
-    from embedcache.store import ShardData, StoreWriter
-
-    head = run.load_head()
+    """Each input modality of a trained alignment head (e.g. a CBMF run) through the head, written by
+    `embedcache.embed.embed` as the pooled store `<dataset>/<names[m]>.h5` (items, labels and links copied;
+    model_id `run:<run id>`): an aligned teacher for `clfa` when no CLIP weights are at hand."""
     if len(names) != len(run.inputs):
         raise ValueError(f"run {run.id} has {len(run.inputs)} inputs; got {len(names)} names {list(names)}")
-    written = []
-    for m, (inp, name) in enumerate(zip(run.inputs, names, strict=True)):
-        src = Path(inp["path"])
-        with open_store(src) as store:
-            attrs, todo = dict(store.attrs), list(splits or store.splits)
-        ds = dataset or attrs.get("dataset") or src.parent.name
-        keep = {k: attrs[k] for k in ("dataset", "classes", "label_kind", "modality") if k in attrs}
-        out_attrs = {**keep, "backbone": name, "model_id": f"run:{run.id}", "source_store": inp["fingerprint"],
-                     "source_modality_index": m, "tokens": False, "dtype": "float32", "pooling": "head"}
-        path = store_path(ds, name, data_dir)
-        with StoreWriter(path, out_attrs, force=force) as writer:
-            for split in todo:
-                view = load_view(src, split, tokens=bool(inp.get("tokens")))
-                writer.write_shard(split, 0, ShardData(ids=list(view.ids), pooled=encode_view(head, m, view).numpy(),
-                                                       labels=view.labels,
-                                                       links=None if view.links is None else list(view.links)))
-                writer.finish_split(split, 1, pairs=view.pairs)
-        written.append(path)
-    return written
+    return [embed(run, store=inp["path"], modality=m, name=name, dataset=dataset, data_dir=data_dir,
+                  splits=None if splits is None else list(splits), force=force)
+            for m, (inp, name) in enumerate(zip(run.inputs, names, strict=True))]

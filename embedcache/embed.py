@@ -57,13 +57,16 @@ def match_input(run: Run, attrs: dict[str, Any], dim: int) -> int:
 
 def embed(
     run: str | Path | Run, *, store: str | Path, modality: int | None = None, splits: list[str] | None = None,
-    data_dir: str | Path | None = None, out: str | Path | None = None, batch_size: int = 1024,
-    device: str | None = None, dtype: str = "float32", force: bool = False, runs_root: str | Path | None = None,
+    data_dir: str | Path | None = None, out: str | Path | None = None, name: str | None = None,
+    dataset: str | None = None, batch_size: int = 1024, device: str | None = None, dtype: str = "float32",
+    force: bool = False, runs_root: str | Path | None = None,
 ) -> Path:
     """Write the outputs of `run`'s head on every split (or `splits`) of `store` as a new store; returns its path.
 
     modality: the head input index (default: matched by backbone, else by modality). Token inputs are used
-    when the run trained on tokens. A store with the same fingerprint is kept; a stale one needs `force`.
+    when the run trained on tokens. The new store is `<dataset>/<name>` (default name `run:<run id>:<source
+    backbone>`, dataset the source's) unless `out` is given. A store with the same fingerprint is kept; a
+    stale one needs `force`.
     """
     run = run if isinstance(run, Run) else open_run(run, runs_root)
     with open_store(Path(store)) as src:
@@ -71,13 +74,14 @@ def embed(
         dim = src.split(names[0]).dim
     m = match_input(run, attrs, dim) if modality is None else modality
     tokens = bool(run.inputs[m]["tokens"])
-    backbone = f"run:{run.id}:{attrs.get('backbone', Path(store).stem)}"
-    dataset = str(attrs.get("dataset", Path(store).parent.name))
+    backbone = name or f"run:{run.id}:{attrs.get('backbone', Path(store).stem)}"
+    dataset = dataset or str(attrs.get("dataset", Path(store).parent.name))
     path = Path(out) if out else store_path(dataset, backbone, data_dir)
     new_attrs = {
         "backbone": backbone, "modality": attrs.get("modality", ""), "dataset": dataset, "dtype": dtype,
         "classes": attrs.get("classes", []), "label_kind": attrs.get("label_kind", "none"), "tokens": False,
-        "run_id": run.id, "head": run.record["head"], "head_input": m, "source_store": str(store),
+        "model_id": f"run:{run.id}", "run_id": run.id, "head": run.record["head"], "head_input": m,
+        "source_store": str(store),
         "source_fingerprint": source_fp, "source_tokens": tokens, "splits": names, "embedcache_version": __version__,
     }
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
