@@ -10,7 +10,6 @@ results/<name>.json (the manifest: status, what is missing, which run ids fill w
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedcache.fingerprint import fingerprint, to_plain
+from embedcache.fingerprint import fingerprint
 from embedcache.paths import ENV_VAR as DATA_ENV
 from embedcache.paths import results_dir as default_results_dir
 from embedcache.pipeline_spec import (
@@ -172,13 +171,12 @@ def manifest(spec: PipelineSpec, result: PipelineResult, runs_root: Path) -> dic
 def write_outputs(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:
     """Write the manifest atomically, then the table (markdown, csv) and plots built from it."""
     from embedcache.results import write_results
+    from embedcache.runs import _write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     record = manifest(spec, result, out_dir / "runs")
     path = out_dir / f"{spec.name}.json"
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(to_plain(record), indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    _write_json(path, record)
     return [path, *write_results(spec, record, out_dir)]
 
 

@@ -307,8 +307,10 @@ def ensure_teacher(run: RunSpec, ctx: StepContext) -> None:
 
 
 def eval_key(ev: EvalSpec, trained_on: str) -> str:
-    """The metric group an evaluation fills: its name, else the task (`task@dataset` on another dataset)."""
-    return ev.name or (ev.task if ev.dataset in ("", trained_on) else f"{ev.task}@{ev.dataset}")
+    """The metric group an evaluation fills: its name, else the task's (`task@dataset` on another dataset)."""
+    from embedcache.tasks import metrics_key
+
+    return ev.name or metrics_key(ev.task, ev.dataset, trained_on)
 
 
 def _store_fingerprints(run: Run, dataset: str, data_dir: str | Path | None) -> dict[str, str]:

@@ -73,9 +73,15 @@ def evaluate_run(run: str | Path | Run, task: str, *, dataset: str | None = None
     ctx = Context(run, dataset, data_dir, device, ram_budget)
     metrics, info = TASKS.get(task)(ctx, **options)
     if record:
-        key = task if ctx.dataset == run.inputs[0]["dataset"] else f"{task}@{ctx.dataset}"
-        run.add_metrics(key, metrics, {"task": task, "dataset": ctx.dataset, **info})
+        run.add_metrics(metrics_key(task, ctx.dataset, run.inputs[0]["dataset"]), metrics,
+                        {"task": task, "dataset": ctx.dataset, **info})
     return metrics
+
+
+def metrics_key(task: str, dataset: str, trained_on: str) -> str:
+    """The metric group of `task` in a run's JSON: the task name, suffixed `@<dataset>` for another dataset than
+    the one the run was trained on."""
+    return task if dataset in ("", trained_on) else f"{task}@{dataset}"
 
 
 @TASKS.register("retrieval")
