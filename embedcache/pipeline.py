@@ -171,12 +171,12 @@ def manifest(spec: PipelineSpec, result: PipelineResult, runs_root: Path) -> dic
 def write_outputs(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:
     """Write the manifest atomically, then the table (markdown, csv) and plots built from it."""
     from embedcache.results import write_results
-    from embedcache.runs import _write_json
+    from embedcache.runs import write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     record = manifest(spec, result, out_dir / "runs")
     path = out_dir / f"{spec.name}.json"
-    _write_json(path, record)
+    write_json(path, record)
     return [path, *write_results(spec, record, out_dir)]
 
 

@@ -266,11 +266,11 @@ def _majority(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
 
 def write_record(record: dict[str, Any], runs_root: Path) -> Run:
     """Write `<runs_root>/<run_id>/run.json` atomically (runs without a checkpoint: floors, late fusion)."""
-    from embedcache.runs import RUN_JSON, RUN_SCHEMA, Run, _write_json, versions
+    from embedcache.runs import RUN_JSON, RUN_SCHEMA, Run, versions, write_json
 
     out = Path(runs_root) / record["run_id"]
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / RUN_JSON, {"schema": RUN_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    write_json(out / RUN_JSON, {"schema": RUN_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  "versions": versions(), **record})
     return Run(out, json.loads((out / RUN_JSON).read_text()))
 

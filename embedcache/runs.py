@@ -49,7 +49,8 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def _write_json(path: Path, record: dict[str, Any]) -> None:
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """`record` as sorted JSON at `path`, atomically (a temporary file renamed over it)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(to_plain(record), indent=1, sort_keys=True))
     os.replace(tmp, path)
@@ -90,7 +91,7 @@ class Run:
         self.metrics[task] = {k: float(v) for k, v in metrics.items()}
         if info is not None:
             self.record.setdefault("evals", {})[task] = info
-        _write_json(self.dir / RUN_JSON, self.record)
+        write_json(self.dir / RUN_JSON, self.record)
 
 
 def save_run(record: dict[str, Any], head: Head, root: str | Path | None = None) -> Run:
@@ -103,7 +104,7 @@ def save_run(record: dict[str, Any], head: Head, root: str | Path | None = None)
     os.replace(tmp, out / CHECKPOINT)
     record = {"schema": RUN_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
               "checkpoint": CHECKPOINT, **record}
-    _write_json(out / RUN_JSON, record)
+    write_json(out / RUN_JSON, record)
     return Run(out, json.loads((out / RUN_JSON).read_text()))
 
 
