@@ -140,9 +140,6 @@ class PipelineSpec:
     plots: tuple[PlotSpec, ...] = ()
     path: str = field(default="", compare=False)
 
-    def run_spec(self, run_id: str) -> RunSpec:
-        return next(r for r in self.runs if r.id == run_id)
-
 
 # ---------------------------------------------------------------- TOML <-> specs
 
