@@ -322,8 +322,7 @@ def _shard_data(
     )
     if token_rows is not None:
         data.lengths = np.array([len(t) for t in token_rows], np.int64)
-        width = getattr(plan.encoder, "token_dim", plan.encoder.dim)  # CLIP, VGG: tokens narrower/wider than pooled
-        data.tokens = np.concatenate(token_rows) if token_rows else np.zeros((0, width), np.float32)
+        data.tokens = np.concatenate(token_rows) if token_rows else np.zeros((0, plan.encoder.token_dim), np.float32)
     return data
 
 

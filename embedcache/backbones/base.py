@@ -47,7 +47,8 @@ class Encoder(ABC):
 
     spec: BackboneSpec
     pooling: str
-    dim: int
+    dim: int  # width of the pooled vectors
+    token_dim: int  # width of the token outputs; may differ from dim (CLIP: projection, VGG: fc7)
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -124,7 +124,6 @@ class TransformersEncoder(Encoder):
     tokenizer: Any
     source: WeightsSource
     device: torch.device
-    token_dim: int
     max_length: int | None
     preprocessing: dict[str, Any]
 
