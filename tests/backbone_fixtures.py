@@ -14,6 +14,7 @@ from pathlib import Path
 
 from embedcache.backbones import BACKBONES, offline
 from embedcache.backbones.base import BackboneSpec
+from embedcache.backbones.timm_image import architecture
 
 CORPUS = [
     "A man riding a wave on top of a surfboard.",
@@ -122,7 +123,7 @@ def tiny_timm(dest: Path, spec: BackboneSpec) -> None:
     import timm
     from timm.models import save_for_hf
 
-    args = TIMM_SHRINK[spec.model_id.split(".")[0]]
+    args = TIMM_SHRINK[architecture(spec)]
     model = timm.create_model(spec.model_id, pretrained=False, **(args or {}))
     save_for_hf(model, str(dest), model_args=args, safe_serialization=True)
 

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from embedcache.datasets import DATASETS, Dataset, Item, Split
@@ -53,16 +54,10 @@ def test_image_store_matches_a_direct_forward_pass(data_dir):
     items = DATASETS.get("shapes")(**SIZE).load_split("val").images
     enc = create_encoder("effnet-lite0")
     tf = enc.image_transform()
-    direct = enc.encode(torch_stack([tf(load_image(it.image, it.id)) for it in items])).pooled.numpy()
+    direct = enc.encode(torch.stack([tf(load_image(it.image, it.id)) for it in items])).pooled.numpy()
     with open_store(path) as store:
         assert store.splits == ["val"]
         np.testing.assert_allclose(store.split("val").pooled(), direct, rtol=1e-4, atol=1e-4)
-
-
-def torch_stack(tensors):
-    import torch
-
-    return torch.stack(tensors)
 
 
 def test_changed_settings_are_refused_until_force(data_dir):
