@@ -159,6 +159,12 @@ def test_head_gives_logits_a_finite_loss_and_gradients(name: str, kind: str, sin
     assert head.logits(batch).shape == (16, classes)
     probs = head.predict_proba(batch)
     assert torch.all((probs >= 0) & (probs <= 1))
+    head.eval()  # no dropout: softmax over classes (single-label), an independent sigmoid per label (multi-label)
+    with torch.no_grad():
+        z = head.logits(batch).double()
+        want = z.exp() / z.exp().sum(1, keepdim=True) if kind == "single" else 1 / (1 + (-z).exp())
+        torch.testing.assert_close(head.predict_proba(batch).double(), want, atol=1e-5, rtol=1e-5)
+    head.train()
     for phase in head.phases:
         head.set_phase(phase)
         head.zero_grad()
@@ -288,6 +294,15 @@ def test_fused_pca_reduces_the_concatenation(single_dir: Path) -> None:
     mean, axes = fit_pca(fused, 4)
     assert torch.allclose(head.pca_axes_0.double(), axes.float().double(), atol=1e-5)
     assert head.features(data.batch(torch.arange(5))).shape == (5, 4)
+    # against an independent PCA (sklearn; axes up to sign) of the joined training rows
+    from sklearn.decomposition import PCA
+
+    ref = PCA(4).fit(fused.double().numpy())
+    np.testing.assert_allclose(head.pca_mean_0.numpy(), ref.mean_, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.abs(head.pca_axes_0.numpy()), np.abs(ref.components_.T), atol=1e-4)
+    signs = np.sign((head.pca_axes_0.double().numpy() * ref.components_.T).sum(0))
+    np.testing.assert_allclose(head.features(data.batch(torch.arange(5))).double().numpy(),
+                               ref.transform(fused[:5].double().numpy()) * signs, rtol=1e-4, atol=1e-4)
 
 
 def test_pca_sweep_trains_one_run_per_feasible_size(single_dir: Path, tmp_path: Path) -> None:
@@ -327,6 +342,12 @@ def test_run_reloads_identically_and_is_reused(single_dir: Path, tmp_path: Path)
     assert probs.shape == (len(data), 3)
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert run.record["head"]["options"] and dict(run.record["head"]["options"])["num_classes"] == 3
+    # the reloaded weights are the ones the recorded metrics were measured with (accuracy counted here)
+    labels = data.labels.numpy()
+    assert float((probs.argmax(1) == labels).mean()) == pytest.approx(run.metrics["val"]["acc"])
+    test = load_labelled([store_path("task", b, single_dir) for b in ("image", "text")], "test")
+    test_probs = predict_proba(run.load_head(), test)
+    assert float((test_probs.argmax(1) == test.labels.numpy()).mean()) == pytest.approx(run.metrics["test"]["acc"])
     again = _train("mlp-concat", single_dir, ("image", "text"), tmp_path, epochs=3)
     assert again.id == run.id and again.record["created"] == run.record["created"]
 
