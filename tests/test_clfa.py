@@ -155,6 +155,15 @@ def test_cbmf_outputs_as_teacher_stores_feed_clfa(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["cbmf-image.h5", "cbmf-text.h5"]
     teacher = load_labelled([paths[1]], "val").views[0]
     assert teacher.dim == 16 and teacher.links is not None and teacher.attrs["model_id"] == f"run:{cbmf.id}"
+    # each teacher store holds its own modality through the CBMF head, item for item (image -> cbmf-image)
+    head = cbmf.load_head()
+    for m, (source, path) in enumerate(zip(("image", "text"), paths, strict=True)):
+        src, out = (load_labelled([p], "val").views[0] for p in (store_path("task", source, tmp_path), path))
+        assert list(out.ids) == list(src.ids)
+        with torch.no_grad():
+            want = head.encode(m, src.pooled.unsqueeze(1))
+        torch.testing.assert_close(out.pooled, want, atol=1e-5, rtol=1e-5)
+    assert list(teacher.links) == list(load_labelled([store_path("task", "text", tmp_path)], "val").views[0].links)
     run = train_classifier("clfa", dataset="task", backbones=("text", "image", "cbmf-text", "cbmf-image"),
                            data_dir=tmp_path, runs_root=tmp_path / "runs", options=SMALL, **{**FAST, "epochs": 3})
     assert np.isfinite(run.metrics["train"]["best_val_loss"]) and run.metrics["test"]["acc"] > 0

@@ -125,6 +125,15 @@ def test_val_split_missing_holds_out_whole_images(tmp_path: Path) -> None:
     val = run.record["pairs"]["val"]
     assert val["held_out_from"] == "train" and 0 < val["rows"] < 240 and val["rows"] % 3 == 0
     assert toy.paths["image"].exists()
+    # the same holdout, redone: every image's 3 captions on one side only, and the sides cover the split
+    from embedcache.train import holdout
+
+    data = join([load_view(toy.paths["image"], "train"), load_view(toy.paths["text-a"], "train")], "links")
+    fit_rows, val_rows = holdout(data, 0.1, 0)
+    assert len(val_rows) == val["rows"] and len(fit_rows) + len(val_rows) == len(data) == 240
+    fit_images, val_images = fit_rows.rows[:, 0].tolist(), val_rows.rows[:, 0].tolist()
+    assert not set(fit_images) & set(val_images)
+    assert all(val_images.count(i) == 3 for i in set(val_images))
 
 
 def test_token_inputs_and_soft_targets_train(tmp_path: Path) -> None:
@@ -172,6 +181,8 @@ def test_classification_tasks_run_and_are_recorded(run, toy) -> None:
     assert probe["probe_acc@10"] > 0.5
     ft = evaluate_run(run, "finetune", data_dir=toy.data_dir, epochs=2, log_at=(2,), baseline=False)
     assert 0.0 <= ft["finetune_acc@2"] <= 1.0
+    # 8 classes, 60 test images: chance is 1/8 (+- 0.04); measured 0.33
+    assert ft["finetune_acc@2"] > 2 / 8 and ft["finetune_top5@2"] >= ft["finetune_acc@2"]
     recorded = json.loads((run.dir / "run.json").read_text())
     assert {"zero-shot", "linear-probe", "finetune"} <= set(recorded["metrics"])
     assert recorded["evals"]["zero-shot"]["templates_per_class"] == 1
@@ -184,6 +195,12 @@ def test_pair_classification_chooses_its_threshold_off_test(run, toy) -> None:
                      threshold_split="val")
     assert {"pairs_acc", "raw_text-a_pairs_acc", "raw_text-b_pairs_acc"} <= set(m)
     assert any("majority" in k for k in m)
+    with open_store(toy.paths["text-a"]) as s:  # the floors from the test split's gold scores, counted here
+        positive = float(np.mean(s.split("test").pairs[2] >= 3.0))
+    for prefix in ("", "raw_text-a_", "raw_text-b_"):
+        assert m[f"{prefix}pairs_all_positive_rate"] == pytest.approx(positive)
+        assert m[f"{prefix}pairs_majority_acc"] == pytest.approx(max(positive, 1 - positive))
+        assert m[f"{prefix}pairs_acc"] > m[f"{prefix}pairs_majority_acc"] + 0.1, prefix  # measured 0.83-0.86 vs 0.58
     with pytest.raises(ValueError, match="not the evaluated split"):
         evaluate_run(text_run, "pair-classification", data_dir=toy.data_dir, label_threshold=3.0,
                      threshold_split="test")
