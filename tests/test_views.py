@@ -40,6 +40,8 @@ def test_view_holds_the_store_exactly(toy) -> None:
 
 
 def test_ragged_gather_pads_and_masks(toy) -> None:
+    from embedcache.store import open_store
+
     v = load_view(toy.paths["text-a"], "train", tokens=True)
     rows = torch.tensor([5, 0, 3])
     x, mask = v.gather(rows)
@@ -47,6 +49,11 @@ def test_ragged_gather_pads_and_masks(toy) -> None:
     assert x.dtype == torch.float32 and x.shape == (3, max(lengths), v.dim)
     assert mask.sum(dim=1).tolist() == lengths
     assert mask[:, 0].all()  # every row starts with a real token
+    with open_store(toy.paths["text-a"]) as s:  # each row's own tokens, in order, then the padding
+        want = [torch.from_numpy(s.split("train").tokens(int(r))) for r in rows]
+    assert [len(t) for t in want] == lengths and len(set(lengths)) > 1  # really ragged
+    for k, t in enumerate(want):
+        assert torch.equal(x[k, : len(t)], t) and not mask[k, len(t) :].any()
 
 
 def test_fixed_length_tokens_need_no_mask(toy) -> None:
