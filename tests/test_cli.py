@@ -25,6 +25,7 @@ def test_extract_ls_info_and_a_rerun_that_does_nothing(tmp_path):
     assert again.exit_code == 0 and "nothing to do" in again.output
     listed = runner.invoke(app, ["ls", "--data-dir", str(tmp_path)])
     assert "shapes/minilm" in listed.output and "complete" in listed.output
+    assert listed.exit_code == 0, listed.output
     info = runner.invoke(app, ["info", "shapes/minilm", "--data-dir", str(tmp_path)])
     assert info.exit_code == 0 and "all-MiniLM-L6-v2" in info.output and "fingerprint" in info.output
 
