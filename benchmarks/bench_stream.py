@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedcache.heads import HeadSpec, create_head
+from embedcache.fusion.heads import HeadSpec, create_head
+from embedcache.fusion.train import TrainCfg, fit
+from embedcache.fusion.views import join, load_view
 from embedcache.store import ShardData, StoreWriter
-from embedcache.train import TrainCfg, fit
-from embedcache.views import join, load_view
 
 IMAGE_DIM, TEXT_DIM, IMAGE_TOKENS, BATCH, SHARD = 1280, 384, 49, 64, 500
 

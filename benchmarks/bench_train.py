@@ -2,7 +2,7 @@
 
 1. Loop overhead, pooled, on generated tensors of the offline text-image dims (1280-d image, 384-d text),
    `--pairs` pairs (default 100k), batch 64, all in the same run:
-   - `fit_cbmf_add`: one epoch of cbmf-add through `embedcache.train.fit` (the product's loop);
+   - `fit_cbmf_add`: one epoch of cbmf-add through `embedcache.fusion.train.fit` (the product's loop);
    - `bare_cbmf_add`: the same head in a minimal hand-written loop (permutation slices, index_select) -
      their ratio is the loop's own overhead;
    - `plain_two_mlp`: a plain two-MLP InfoNCE loop (1280->512->256, 384->512->256, ~1.1M parameters) on the
@@ -48,9 +48,9 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from embedcache.heads import Batch, HeadSpec, create_head
-from embedcache.train import TrainCfg, fit
-from embedcache.views import PairData, View, join, view_from_arrays
+from embedcache.fusion.heads import Batch, HeadSpec, create_head
+from embedcache.fusion.train import TrainCfg, fit
+from embedcache.fusion.views import PairData, View, join, view_from_arrays
 
 IMAGE_DIM, TEXT_DIM, BATCH = 1280, 384, 64
 # The two settings of section 2: head input dims, image tokens, ragged text token range [lo, hi].

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from embedcache.heads import Batch, HeadSpec, create_head
-from embedcache.heads.cbmf import OneTokenEncoderLayer
+from embedcache.fusion.heads import Batch, HeadSpec, create_head
+from embedcache.fusion.heads.cbmf import OneTokenEncoderLayer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

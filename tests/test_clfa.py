@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from test_heads_mlp import make_task_stores
 
-from embedcache.classify import load_labelled, train_classifier, write_head_stores
-from embedcache.heads.base import HeadSpec, create_head, masked_mean
-from embedcache.heads.clfa import CLFAHead
+from embedcache.fusion.classify import load_labelled, train_classifier, write_head_stores
+from embedcache.fusion.heads.base import HeadSpec, create_head, masked_mean
+from embedcache.fusion.heads.clfa import CLFAHead
 from embedcache.paths import store_path
 
 INPUTS = ("text", "image", "teacher-text", "teacher-image")
@@ -146,7 +146,7 @@ def test_cross_attention_baseline_learns(task_dir: Path, tmp_path: Path) -> None
 
 def test_cbmf_outputs_as_teacher_stores_feed_clfa(tmp_path: Path) -> None:
     """The offline path: train a CBMF head, write its two outputs as stores, train CLFA against them."""
-    from embedcache.train import train
+    from embedcache.fusion.train import train
 
     make_task_stores(tmp_path, "single", tokens=False, sizes={"train": 120, "val": 40, "test": 40})
     cbmf = train("cbmf-add", dataset="task", backbones=("image", "text"), pairing="links", data_dir=tmp_path,

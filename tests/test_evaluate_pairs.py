@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from embedcache.evaluate.pairs import choose_threshold, pair_classification, paired_cosine
-from embedcache.reference import load_reference
+from embedcache.tables.reference import load_reference
 
 
 def naive_best_accuracy(scores: list[float], labels: list[int]) -> float:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from embedcache.fingerprint import to_plain
-from embedcache.heads import HEADS, Batch, HeadSpec, create_head
-from embedcache.heads.cbmf import FUSIONS, CBMFHead, _attend
+from embedcache.fusion.heads import HEADS, Batch, HeadSpec, create_head
+from embedcache.fusion.heads.cbmf import FUSIONS, CBMFHead, _attend
 from embedcache.registry import UnknownNameError
 
 # Alignment heads of this family; classifier heads (issue 6) have their own tests.

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from embedcache.classify import load_labelled, pca_sweep, predict_proba, train_classifier
-from embedcache.heads.base import HeadSpec, create_head
-from embedcache.heads.mlp import AttentionMLPHead, classifier_names, fit_pca, npairs_loss
+from embedcache.fusion.classify import load_labelled, pca_sweep, predict_proba, train_classifier
+from embedcache.fusion.heads.base import HeadSpec, create_head
+from embedcache.fusion.heads.mlp import AttentionMLPHead, classifier_names, fit_pca, npairs_loss
 from embedcache.paths import store_path
 from embedcache.store import ShardData, StoreWriter
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_heads_mlp import make_task_stores
 
-from embedcache.late_fusion import (
+from embedcache.fusion.late_fusion import (
     LATE_FUSIONS,
     FusionInputs,
     detection_rate_weights,
@@ -173,6 +173,7 @@ def test_late_fusion_refuses_multilabel_and_missing_validation(tmp_path: Path) -
 
 
 def test_stage_two_modules_never_import_transformers_or_timm() -> None:
-    code = ("import sys, embedcache.classify, embedcache.heads.mlp, embedcache.heads.clfa, embedcache.late_fusion; "
+    code = ("import sys, embedcache.fusion.classify, embedcache.fusion.heads.mlp, embedcache.fusion.heads.clfa, "
+            "embedcache.fusion.late_fusion; "
             "bad = [m for m in ('transformers', 'timm') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from embedcache.losses import ContrastiveLoss, LogitScale, hard_targets, positive_mask, soft_targets, symmetric_info_nce
+from embedcache.fusion.losses import (
+    ContrastiveLoss,
+    LogitScale,
+    hard_targets,
+    positive_mask,
+    soft_targets,
+    symmetric_info_nce,
+)
 from embedcache.registry import UnknownNameError
 
 

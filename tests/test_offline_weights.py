@@ -20,7 +20,7 @@ from PIL import Image
 
 from embedcache.backbones import BACKBONES, create_encoder
 from embedcache.backbones import offline as off
-from embedcache.backbones.common import OfflineWeightsError, sha256_file
+from embedcache.backbones.offline import OfflineWeightsError, sha256_file
 
 SENTENCES = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
 

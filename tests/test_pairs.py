@@ -10,7 +10,7 @@ import pytest
 import torch
 from _stage2_fixtures import SplitArrays, write_store
 
-from embedcache.pairs import ensure_pairs, load_pairs, mine_indices
+from embedcache.fusion.mining import ensure_pairs, load_pairs, mine_indices
 
 
 def _brute(emb: np.ndarray, threshold: float) -> set[tuple[int, int]]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from _stage2_fixtures import make_toy_stores
 
-from embedcache.pipeline import (
+from embedcache.tables.reference import pipelines_dir, read_toml
+from embedcache.tables.runner import (
     ColumnSpec,
     EvalSpec,
     PipelineSpec,
@@ -25,8 +26,7 @@ from embedcache.pipeline import (
     spec_from_dict,
     spec_to_dict,
 )
-from embedcache.pipeline_steps import Missing, extract_command, unregistered
-from embedcache.reference import pipelines_dir, read_toml
+from embedcache.tables.steps import Missing, extract_command, unregistered
 
 SHIPPED = list_pipelines(pipelines_dir())
 
@@ -104,7 +104,7 @@ def test_every_paper_table_has_a_demo_twin() -> None:
 def test_missing_weights_and_stores_name_their_fix() -> None:
     from embedcache.backbones import BACKBONES
     from embedcache.backbones.common import WeightsNotFoundError
-    from embedcache.train import StoresMissingError
+    from embedcache.fusion.train import StoresMissingError
 
     weights = Missing.from_error(WeightsNotFoundError(BACKBONES.get("bert"), ["Hugging Face hub"]))
     assert weights.what.startswith("weights for backbone 'bert' (bert-base-uncased @ ")

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedcache.pipeline import (
+from embedcache.tables.reference import load_reference, pipelines_dir
+from embedcache.tables.results import build_rows, csv_text, markdown, write_all_tables, write_results
+from embedcache.tables.runner import (
     ColumnSpec,
     PipelineSpec,
     PlotSpec,
@@ -22,8 +24,6 @@ from embedcache.pipeline import (
     load_pipeline,
     spec_to_dict,
 )
-from embedcache.reference import load_reference, pipelines_dir
-from embedcache.results import build_rows, csv_text, markdown, write_all_tables, write_results
 
 PAPERS = Path("/work/shared/papers")
 PAPER_FILES = {"cbmf": "cbmf-context-based-multimodal-fusion.txt", "bert-resnet": "bert-resnet-fusion-coco.txt",

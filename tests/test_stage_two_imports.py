@@ -1,24 +1,70 @@
-"""Stage two never imports transformers or timm (checked in a fresh interpreter)."""
+"""The layout's contract: stage two (fusion/, evaluate/, store/) imports nothing of stage one (datasets,
+backbones, extract) nor transformers/timm, and the package has no import cycles."""
 
 from __future__ import annotations
 
+import ast
 import json
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
-STAGE_TWO = ["embedcache.train", "embedcache.heads", "embedcache.tasks", "embedcache.views", "embedcache.losses",
-             "embedcache.runs", "embedcache.pairs", "embedcache.embed"]
-FORBIDDEN = ("transformers", "timm")
+import embedcache
+
+PACKAGE = Path(embedcache.__file__).parent
+STAGE_TWO = ("embedcache.fusion", "embedcache.evaluate", "embedcache.store")
+FORBIDDEN = ("transformers", "timm", "embedcache.datasets", "embedcache.backbones", "embedcache.extract")
 
 
-def test_stage_two_imports_neither_transformers_nor_timm() -> None:
+def _modules(prefix: str = "embedcache") -> list[str]:
+    return [prefix] + [m.name for m in pkgutil.walk_packages([str(PACKAGE)], "embedcache.")]
+
+
+def test_stage_two_imports_nothing_of_stage_one() -> None:
+    stage_two = [m for m in _modules() if m.startswith(STAGE_TWO)]
+    assert "embedcache.fusion.train" in stage_two and "embedcache.fusion.heads.cbmf" in stage_two
     code = (
         "import json, sys\n"
-        + "".join(f"import {m}\n" for m in STAGE_TWO)
-        + f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})))\n"
-        + "print(json.dumps(sorted(m for m in sys.modules if m.startswith('embedcache'))))\n"
+        + "".join(f"import {m}\n" for m in stage_two)
+        + f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({FORBIDDEN!r}))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    forbidden, loaded = json.loads(out[0]), json.loads(out[1])
-    assert forbidden == [], f"stage two pulled in {forbidden}"
-    assert set(STAGE_TWO) <= set(loaded)  # the modules really were imported
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [], "stage two pulled in stage one or a backbone library"
+
+
+def _imports(module: str) -> set[str]:
+    """Project modules `module` imports at any depth of its source (function-level imports included)."""
+    path = PACKAGE.joinpath(*module.split(".")[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("embedcache"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("embedcache"))
+    return found
+
+
+def test_no_import_cycles() -> None:
+    modules = set(_modules())
+    graph = {m: {i for i in _imports(m) if i in modules and i != m and not m.startswith(i + ".")} for m in modules}
+    # a package's __init__ re-exporting its own submodules is not a cycle
+    graph = {m: {i for i in deps if not i.startswith(m + ".")} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for dep in sorted(graph[m]):
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []

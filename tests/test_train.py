@@ -11,12 +11,12 @@ import pytest
 import torch
 from _stage2_fixtures import make_toy_stores
 
-from embedcache.embed import embed, encode_view
-from embedcache.heads import HeadSpec, create_head
+from embedcache.fusion.export import embed, encode_view
+from embedcache.fusion.heads import HeadSpec, create_head
+from embedcache.fusion.tasks import evaluate_run
+from embedcache.fusion.train import StoresMissingError, TrainCfg, fit, train
+from embedcache.fusion.views import join, load_view, view_from_arrays
 from embedcache.store import open_store
-from embedcache.tasks import evaluate_run
-from embedcache.train import StoresMissingError, TrainCfg, fit, train
-from embedcache.views import join, load_view, view_from_arrays
 
 SMALL = {"dim": 64, "ff_dim": 256}
 
@@ -126,7 +126,7 @@ def test_val_split_missing_holds_out_whole_images(tmp_path: Path) -> None:
     assert val["held_out_from"] == "train" and 0 < val["rows"] < 240 and val["rows"] % 3 == 0
     assert toy.paths["image"].exists()
     # the same holdout, redone: every image's 3 captions on one side only, and the sides cover the split
-    from embedcache.train import holdout
+    from embedcache.fusion.train import holdout
 
     data = join([load_view(toy.paths["image"], "train"), load_view(toy.paths["text-a"], "train")], "links")
     fit_rows, val_rows = holdout(data, 0.1, 0)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from _stage2_fixtures import SplitArrays, make_toy_stores, write_store
 
-from embedcache import views
-from embedcache.views import PairingError, concat_views, join, load_view, view_from_arrays
+from embedcache.fusion import views
+from embedcache.fusion.views import PairingError, concat_views, join, load_view, view_from_arrays
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import torch
 
 from embedcache.backbones import clip, hf_text, timm_image
 from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
-from embedcache.backbones.common import OfflineWeightsError, WeightsNotFoundError
+from embedcache.backbones.common import WeightsNotFoundError
+from embedcache.backbones.offline import OfflineWeightsError
 from embedcache.backbones.specs import SPECS
 from embedcache.registry import Registry, UnknownNameError
 

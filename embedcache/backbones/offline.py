@@ -13,6 +13,7 @@ The sha256 values below were computed from those releases; a mismatch is an erro
 from __future__ import annotations
 
 import bisect
+import hashlib
 import importlib.metadata as md
 import io
 import os
@@ -21,12 +22,31 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from embedcache.backbones.common import OfflineWeightsError, sha256_file
 from embedcache.registry import Registry
+
+
+class OfflineWeightsError(RuntimeError):
+    """Shipped weights exist but are not what we expect (sha256 or tensor shapes differ)."""
+
+
+@lru_cache(maxsize=256)
+def _sha256_cached(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 23), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file; memoised per (path, size, mtime, inode), so a changed file is hashed again."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 class OfflineWeightsMissing(LookupError):

@@ -33,8 +33,8 @@ from embedcache.backbones.common import (
     library_versions,
     provenance,
     resolve_source,
-    sha256_file,
 )
+from embedcache.backbones.offline import sha256_file
 from embedcache.fingerprint import to_plain
 from embedcache.registry import Registry
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from embedcache.heads.base import HEADS, ContrastiveHead, masked_mean
+from embedcache.fusion.heads.base import HEADS, ContrastiveHead, masked_mean
 
 
 @dataclass(frozen=True)

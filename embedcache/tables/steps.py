@@ -1,6 +1,6 @@
 """The steps a pipeline runs: what is missing, stage-one stores, the trainers, the evaluations.
 
-Kept apart from the specs (embedcache.pipeline_spec) and the runner (embedcache.pipeline) so each stays
+Kept apart from the specs (embedcache.tables.spec) and the runner (embedcache.tables.runner) so each stays
 short. Every step is keyed by its inputs: stores through stage one's own fingerprint check, runs through
 their run ids (store fingerprints + head config + training settings + seed), evaluations through a
 fingerprint of the task, its options and the evaluated stores recorded in the run's JSON, so a re-run
@@ -28,8 +28,8 @@ from embedcache.paths import store_path
 from embedcache.registry import Registry
 
 if TYPE_CHECKING:
-    from embedcache.pipeline_spec import EvalSpec, PipelineSpec, RunSpec, StoreSpec
-    from embedcache.runs import Run
+    from embedcache.fusion.runs import Run
+    from embedcache.tables.spec import EvalSpec, PipelineSpec, RunSpec, StoreSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,11 @@ class Missing:
 
 
 def missing_errors() -> tuple[type[BaseException], ...]:
-    from embedcache.backbones.common import OfflineWeightsError, WeightsNotFoundError
+    from embedcache.backbones.common import WeightsNotFoundError
+    from embedcache.backbones.offline import OfflineWeightsError
     from embedcache.datasets import DatasetNotFoundError
+    from embedcache.fusion.train import StoresMissingError
     from embedcache.store import StaleStoreError
-    from embedcache.train import StoresMissingError
 
     return DatasetNotFoundError, WeightsNotFoundError, OfflineWeightsError, StoresMissingError, StaleStoreError
 
@@ -73,7 +74,7 @@ def load_head_families() -> list[str]:
     """Import the optional head/trainer modules (classifier heads, CLFA, late fusion) so their names register;
     returns the modules that failed to import (their heads then show as not registered)."""
     failed = []
-    for module in ("embedcache.classify", "embedcache.heads.clfa", "embedcache.late_fusion"):
+    for module in ("embedcache.fusion.classify", "embedcache.fusion.heads.clfa", "embedcache.fusion.late_fusion"):
         try:
             importlib.import_module(module)
         except Exception as err:  # a module mid-edit must not sink every pipeline
@@ -85,11 +86,12 @@ def load_head_families() -> list[str]:
 def unregistered(spec: PipelineSpec) -> list[Missing]:
     """Heads, tasks, late-fusion methods, datasets and backbones the spec names that are not registered."""
     from embedcache.backbones import resolve_spec
-    from embedcache.heads import HEADS
-    from embedcache.tasks import TASKS
+    from embedcache.fusion.heads import HEADS
+    from embedcache.fusion.tasks import TASKS
 
     failed = load_head_families()
-    late = None if "embedcache.late_fusion" in failed else importlib.import_module("embedcache.late_fusion")
+    late_module = "embedcache.fusion.late_fusion"
+    late = None if late_module in failed else importlib.import_module(late_module)
     methods = late.LATE_FUSIONS if late else Registry("late fusion")  # empty when the module did not import
     found: list[Missing] = []
 
@@ -100,13 +102,13 @@ def unregistered(spec: PipelineSpec) -> list[Missing]:
 
     for run in spec.runs:
         if run.trainer:
-            need("pipeline trainer", run.trainer, TRAINERS.__contains__, TRAINERS.names, "embedcache/pipeline_steps.py")
+            need("pipeline trainer", run.trainer, TRAINERS.__contains__, TRAINERS.names, "embedcache/tables/steps.py")
         for head in list(run.train.get("heads") or []) + ([run.head] if run.head else []):
             need("head", head, HEADS.__contains__, HEADS.names, "embedcache/heads/")
         for method in run.train.get("methods") or []:
-            need("late-fusion method", method, methods.__contains__, methods.names, "embedcache/late_fusion.py")
+            need("late-fusion method", method, methods.__contains__, methods.names, "embedcache/fusion/late_fusion.py")
         for ev in run.evals:
-            need("evaluation task", ev.task, TASKS.__contains__, TASKS.names, "embedcache/tasks.py")
+            need("evaluation task", ev.task, TASKS.__contains__, TASKS.names, "embedcache/fusion/tasks.py")
     for st in spec.stores:
         need("dataset", st.dataset, DATASETS.__contains__, DATASETS.names, "embedcache/datasets/")
         need("backbone", st.backbone, lambda n: _resolves(resolve_spec, n), lambda: ["see `embedcache models`"],
@@ -203,7 +205,7 @@ def trainer_name(run: RunSpec) -> str:
     """The run's trainer: as given, else `classify` for classifier heads and `align` for the others."""
     if run.trainer:
         return run.trainer
-    from embedcache.heads import HEADS
+    from embedcache.fusion.heads import HEADS
 
     return "classify" if getattr(HEADS.get(run.head), "task", None) == "classify" else "align"
 
@@ -214,14 +216,14 @@ def _where(run: RunSpec) -> dict[str, Any]:
 
 @TRAINERS.register("align")
 def _align(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
-    from embedcache.train import train
+    from embedcache.fusion.train import train
 
     return {"": train(run.head, **_where(run), options=dict(run.options) or None, **run.train, **ctx.common(seed))}
 
 
 @TRAINERS.register("classify")
 def _classify(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
-    from embedcache.classify import train_classifier
+    from embedcache.fusion.classify import train_classifier
 
     return {"": train_classifier(run.head, **_where(run), options=dict(run.options) or None, **run.train,
                                  **ctx.common(seed))}
@@ -229,7 +231,7 @@ def _classify(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
 
 @TRAINERS.register("late-fusion")
 def _late(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
-    from embedcache.late_fusion import late_fusion
+    from embedcache.fusion.late_fusion import late_fusion
 
     kwargs = {k: v for k, v in run.train.items() if k != "methods"}
     return dict(late_fusion(run.train.get("methods"), dataset=run.dataset, backbones=run.backbones, **kwargs,
@@ -240,9 +242,9 @@ def _late(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
 def _majority(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
     """The majority-class floor: the commonest TRAINING class (multi-label: every category present in at least
     half the training items) predicted for every test row, scored like the classifiers."""
-    from embedcache.classify import evaluate_probs, label_info, load_labelled
-    from embedcache.runs import find_run, make_run_id
-    from embedcache.train import check_stores, run_inputs
+    from embedcache.fusion.classify import evaluate_probs, label_info, load_labelled
+    from embedcache.fusion.runs import find_run, make_run_id, write_record
+    from embedcache.fusion.train import check_stores, run_inputs
 
     opts = {"train_split": "train", "test_split": "test", **run.train}
     paths = check_stores("majority", run.dataset, tuple(run.backbones), ctx.data_dir, None)
@@ -264,17 +266,6 @@ def _majority(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
     return {"": write_record(record, ctx.runs_root)}
 
 
-def write_record(record: dict[str, Any], runs_root: Path) -> Run:
-    """Write `<runs_root>/<run_id>/run.json` atomically (runs without a checkpoint: floors, late fusion)."""
-    from embedcache.runs import RUN_JSON, RUN_SCHEMA, Run, versions, write_json
-
-    out = Path(runs_root) / record["run_id"]
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_JSON, {"schema": RUN_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 "versions": versions(), **record})
-    return Run(out, json.loads((out / RUN_JSON).read_text()))
-
-
 def train_run(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
     """Train (or find) one run spec at one seed; teacher stores are written first when the run has a teacher."""
     if run.teacher:
@@ -285,7 +276,7 @@ def train_run(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
 def ensure_teacher(run: RunSpec, ctx: StepContext) -> None:
     """The teacher run's outputs (its first seed) as the stores `teacher_names`, rewritten only when they
     come from another run."""
-    from embedcache.classify import write_head_stores
+    from embedcache.fusion.classify import write_head_stores
     from embedcache.store import open_store
 
     seed = min(s for rid, s in ctx.done if rid == run.teacher)
@@ -308,7 +299,7 @@ def ensure_teacher(run: RunSpec, ctx: StepContext) -> None:
 
 def eval_key(ev: EvalSpec, trained_on: str) -> str:
     """The metric group an evaluation fills: its name, else the task's (`task@dataset` on another dataset)."""
-    from embedcache.tasks import metrics_key
+    from embedcache.fusion.tasks import metrics_key
 
     return ev.name or metrics_key(ev.task, ev.dataset, trained_on)
 
@@ -329,7 +320,7 @@ def _store_fingerprints(run: Run, dataset: str, data_dir: str | Path | None) -> 
 def evaluate(run: Run, ev: EvalSpec, ctx: StepContext) -> bool:
     """Run one evaluation on `run` and record it in its JSON; kept (False) when the task, its options and the
     evaluated stores are those already recorded."""
-    from embedcache.tasks import TASKS, Context
+    from embedcache.fusion.tasks import TASKS, Context
 
     trained_on = run.inputs[0]["dataset"]
     dataset, key = ev.dataset or trained_on, eval_key(ev, trained_on)

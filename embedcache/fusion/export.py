@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from embedcache import __version__
-from embedcache.heads import Head
+from embedcache.fusion.heads import Head
+from embedcache.fusion.runs import Run, open_run
+from embedcache.fusion.views import View, load_view
 from embedcache.paths import store_path
-from embedcache.runs import Run, open_run
 from embedcache.store import ShardData, StoreWriter, open_store
-from embedcache.views import View, load_view
 
 SHARD_ROWS = 50_000
 

@@ -6,7 +6,7 @@ metrics each shows, the variant, the paper's row beside it) and its plots. `run_
 missing (stage one's own no-op skips fresh stores), trains every run over its seeds (a run whose inputs did
 not change is found by its id instead of retrained), evaluates (an evaluation whose inputs did not change
 is kept), writes results/<name>.json (the manifest: which run ids fill which rows) and the table through
-`embedcache.results`. When data, weights or a head are missing, nothing is trained and the table still
+`embedcache.tables.results`. When data, weights or a head are missing, nothing is trained and the table still
 appears, saying what is missing and the command that gets it. `run_all` runs many and reports what did not run.
 
     [pipeline]                 name, title, source, reference (a key of pipelines/reference.toml), seeds,
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from embedcache.fingerprint import to_plain
-from embedcache.reference import pipelines_dir, read_toml
+from embedcache.tables.reference import pipelines_dir, read_toml
 
 ROW_KINDS = ("ours", "baseline", "floor")
 PLOT_KINDS = ("sts-tolerance", "hit-rate", "columns")
@@ -59,7 +59,7 @@ class StoreSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """One evaluation task (embedcache.tasks) on a trained run; `name` overrides the metric group's key."""
+    """One evaluation task (embedcache.fusion.tasks) on a trained run; `name` overrides the metric group's key."""
 
     task: str
     dataset: str = ""

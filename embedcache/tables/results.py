@@ -1,6 +1,6 @@
 """Result tables and figures, generated from run JSONs: results/<table>.md and .csv, plus PNG curves.
 
-A table is built from a pipeline's manifest (results/<name>.json, written by `embedcache.pipeline`): each
+A table is built from a pipeline's manifest (results/<name>.json, written by `embedcache.tables.runner`): each
 row reads one metric group of its run's JSON (one run per seed) and shows mean +- std over the seeds, the
 variant used, and, from pipelines/reference.toml, the paper's number beside ours in a column labelled as
 the paper's. Nothing here is typed in: rebuilding the tables (`write_all_tables`, `embedcache tables`) only
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedcache.reference import REFERENCE_FILE, ReferenceTable, reference_table
+from embedcache.tables.reference import REFERENCE_FILE, ReferenceTable, reference_table
 
 if TYPE_CHECKING:
-    from embedcache.pipeline import ColumnSpec, PipelineSpec, PlotSpec, RowSpec
+    from embedcache.tables.spec import ColumnSpec, PipelineSpec, PlotSpec, RowSpec
 
 NONE = "—"
 
@@ -270,7 +270,7 @@ def write_results(spec: PipelineSpec, manifest: dict[str, Any], out_dir: str | P
 def write_all_tables(out_dir: str | Path) -> list[Path]:
     """Rebuild every table and plot from the manifests in `out_dir` (results/*.json) and the run JSONs they
     name; trains and evaluates nothing."""
-    from embedcache.pipeline import spec_from_dict
+    from embedcache.tables.spec import spec_from_dict
 
     written = []
     for path in sorted(Path(out_dir).glob("*.json")):

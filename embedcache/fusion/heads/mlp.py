@@ -1,6 +1,6 @@
 """Classifier heads over pooled embeddings: the BERT + ResNet paper's MLP, PCA and attention fusions.
 
-Registered names (all trained by `embedcache.classify.train_classifier`, labels from the stores):
+Registered names (all trained by `embedcache.fusion.classify.train_classifier`, labels from the stores):
 - `mlp-text`, `mlp-image`: one store through an MLP (the paper's single-modality classifiers; the BERT vs
   BGE comparison is two `mlp-text` runs on two text stores).
 - `mlp-concat`: the pooled vectors of every input store concatenated, then the MLP.
@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedcache.heads.base import HEADS, Batch, Head, HeadSpec, masked_mean
+from embedcache.fusion.heads.base import HEADS, Batch, Head, HeadSpec, masked_mean
 from embedcache.registry import Registry
 
 if TYPE_CHECKING:  # views imports heads.base; a runtime import here would be circular
-    from embedcache.views import PairData
+    from embedcache.fusion.views import PairData
 
 # ---------------------------------------------------------------- losses and probabilities per label kind
 
@@ -92,7 +92,7 @@ class MLPCfg:
 class ClassifierHead(Head):
     """A head whose output is class logits (B, C); the loss comes from the label kind.
 
-    `task`, `phases` and `prepare` are what `embedcache.classify.train_classifier` uses beside the generic
+    `task`, `phases` and `prepare` are what `embedcache.fusion.classify.train_classifier` uses beside the generic
     loop: `prepare(train)` fits anything fitted in closed form on the training rows only (PCA), and each
     name in `phases` is one `fit` after `set_phase(name)` (two-phase heads such as `mlp-supcon`).
     """
@@ -216,7 +216,7 @@ class LinearHead(ConcatMLPHead):
 
 @dataclass(frozen=True)
 class PCACfg(MLPCfg):
-    pca_dims: int = 3  # the paper's choice; sweep with embedcache.classify.pca_sweep
+    pca_dims: int = 3  # the paper's choice; sweep with embedcache.fusion.classify.pca_sweep
     pca_on: str = "modality"  # "modality": one PCA per store (the issue); "fused": one PCA of the concatenation
 
 
@@ -276,7 +276,7 @@ class PCAConcatHead(ConcatMLPHead):
     def features(self, batch: Batch) -> torch.Tensor:
         if not bool(self.pca_fitted):
             raise RuntimeError(f"{self.spec.name}: the PCA is not fitted. Train with "
-                               "embedcache.classify.train_classifier (it calls head.prepare(train) on the "
+                               "embedcache.fusion.classify.train_classifier (it calls head.prepare(train) on the "
                                "training split), or call head.prepare(train_data) before fitting")
         reduced = [(v - getattr(self, f"pca_mean_{i}")) @ getattr(self, f"pca_axes_{i}")  # (B, k)
                    for i, v in enumerate(self._blocks(pooled_inputs(batch)))]
@@ -410,5 +410,5 @@ class SupConMLPHead(ClassifierHead):
 
 
 def classifier_names() -> list[str]:
-    """Registered heads that are classifiers (trained by embedcache.classify.train_classifier)."""
+    """Registered heads that are classifiers (trained by embedcache.fusion.classify.train_classifier)."""
     return [n for n in HEADS.names() if getattr(HEADS.get(n), "task", None) == "classify"]

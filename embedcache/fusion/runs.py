@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from embedcache import __version__
 from embedcache.fingerprint import fingerprint, to_plain
-from embedcache.heads import Head, HeadSpec, create_head
+from embedcache.fusion.heads import Head, HeadSpec, create_head
 from embedcache.paths import results_dir
 
 RUN_JSON = "run.json"
@@ -129,3 +129,12 @@ def list_runs(root: str | Path | None = None) -> list[Run]:
     """Every finished run under `root`, oldest first."""
     paths = sorted(runs_dir(root).glob(f"*/{RUN_JSON}"), key=lambda p: p.stat().st_mtime)
     return [Run(p.parent, json.loads(p.read_text())) for p in paths]
+
+
+def write_record(record: dict[str, Any], runs_root: Path) -> Run:
+    """Write `<runs_root>/<run_id>/run.json` atomically (runs without a checkpoint: floors, late fusion)."""
+    out = Path(runs_root) / record["run_id"]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_JSON, {"schema": RUN_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "versions": versions(), **record})
+    return Run(out, json.loads((out / RUN_JSON).read_text()))

@@ -1,6 +1,6 @@
 """The papers' published numbers, read from pipelines/reference.toml (typed by hand, cited by table).
 
-This module only reads that file. Tables built by `embedcache.results` show these numbers in columns
+This module only reads that file. Tables built by `embedcache.tables.results` show these numbers in columns
 labelled "paper", beside our generated ones; nothing here is ever computed, and nothing we compute is
 ever written to the reference file.
 """

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from embedcache.heads.base import HEADS, Batch, Head, HeadSpec, create_head
+from embedcache.fusion.heads.base import HEADS, Batch, Head, HeadSpec, create_head
 
 # Importing the family modules fills the registry.
-from embedcache.heads import cbmf, clfa, convirt, mlp  # noqa: E402,F401  isort: skip
+from embedcache.fusion.heads import cbmf, clfa, convirt, mlp  # noqa: E402,F401  isort: skip
 
 __all__ = ["HEADS", "Batch", "Head", "HeadSpec", "create_head"]

@@ -16,7 +16,7 @@ Pairings (how the rows of different stores belong together) are registered in PA
 - "links": one anchor store without links (images) and stores whose items link to anchor ids (captions);
   every caption gives one row (image row, caption row, ...). An image is repeated over its captions.
 - "ids": items with the same id in every store (one caption set embedded by two text backbones).
-- "table": explicit (a id, b id) pairs between two stores, e.g. mined caption pairs (embedcache.pairs).
+- "table": explicit (a id, b id) pairs between two stores, e.g. mined caption pairs (embedcache.fusion.mining).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from embedcache.heads.base import Batch
+from embedcache.fusion.heads.base import Batch
 from embedcache.registry import Registry
 from embedcache.store import open_store
 

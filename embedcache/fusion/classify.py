@@ -1,6 +1,6 @@
 """Stage two for classifier heads: labelled stores -> a trained classifier head -> one run with its metrics.
 
-`train_classifier` is the classification counterpart of `embedcache.train.train` and shares its loop
+`train_classifier` is the classification counterpart of `embedcache.fusion.train.train` and shares its loop
 (`fit`: AdamW, ReduceLROnPlateau, early stopping on the validation loss, best weights kept), its store
 checks and its run format. What it adds: labels read from the stores (the first input store that has
 them, joined by id), `num_classes`/`label_kind` set on the head from them, the head's closed-form parts
@@ -25,16 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from embedcache.embed import embed
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
-from embedcache.heads import HEADS, HeadSpec, create_head
-from embedcache.heads import clfa as _clfa  # noqa: F401  registers clfa and cross-attention
-from embedcache.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classifier_names
-from embedcache.registry import Registry
-from embedcache.runs import Run, save_run
-from embedcache.store import open_store
-from embedcache.train import (
+from embedcache.fusion.export import embed
+from embedcache.fusion.heads import HEADS, HeadSpec, create_head
+from embedcache.fusion.heads import clfa as _clfa  # noqa: F401  registers clfa and cross-attention
+from embedcache.fusion.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classifier_names
+from embedcache.fusion.runs import Run, save_run
+from embedcache.fusion.train import (
     SETTINGS,
     FitResult,
     SettingSpec,
@@ -47,7 +45,9 @@ from embedcache.train import (
     run_inputs,
     say_streamed,
 )
-from embedcache.views import PAIRINGS, PairData, View, join, load_view, pair_by_ids
+from embedcache.fusion.views import PAIRINGS, PairData, View, join, load_view, pair_by_ids
+from embedcache.registry import Registry
+from embedcache.store import open_store
 
 VAL_SPLITS = ("val", "valid", "validation", "dev")  # MMSD publishes `valid`
 EVAL_BATCH = 1024
@@ -128,7 +128,7 @@ def load_labelled(paths: Sequence[Path], split: str, *, pairing: str = "multi-li
     """One split of every store in RAM, joined by id, with per-row labels; rows without a label are dropped.
 
     tokens: per store True/False/None (None: tokens when stored); default pooled vectors only. Token arrays
-    above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.views).
+    above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.fusion.views).
     """
     tokens = list(tokens) if tokens is not None else [False] * len(paths)
     views = [load_view(p, split, tokens=t, ram_budget=ram_budget) for p, t in zip(paths, tokens, strict=True)]
@@ -215,7 +215,7 @@ def _resolve(head: str, setting: str | None, dataset: str | None, backbones: Seq
     cls = HEADS.get(head)
     if getattr(cls, "task", None) != "classify":
         raise ValueError(f"head {head!r} is not a classifier; train it with `embedcache train {head}` "
-                         f"(embedcache.train.train). Classifier heads: {', '.join(classifier_names())}")
+                         f"(embedcache.fusion.train.train). Classifier heads: {', '.join(classifier_names())}")
     st = SETTINGS.get(setting or cls.setting_for(head))
     return st, dataset or st.dataset, tuple(backbones or st.backbones), pairing or st.pairing
 
@@ -323,7 +323,7 @@ def write_head_stores(run: Run, *, names: Sequence[str], dataset: str | None = N
                       data_dir: str | Path | None = None, splits: Sequence[str] | None = None, force: bool = False
                       ) -> list[Path]:
     """Each input modality of a trained alignment head (e.g. a CBMF run) through the head, written by
-    `embedcache.embed.embed` as the pooled store `<dataset>/<names[m]>.h5` (items, labels and links copied;
+    `embedcache.fusion.export.embed` as the pooled store `<dataset>/<names[m]>.h5` (items, labels and links copied;
     model_id `run:<run id>`): an aligned teacher for `clfa` when no CLIP weights are at hand."""
     if len(names) != len(run.inputs):
         raise ValueError(f"run {run.id} has {len(run.inputs)} inputs; got {len(names)} names {list(names)}")

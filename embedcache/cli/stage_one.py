@@ -1,80 +1,25 @@
-"""The `embedcache` command: a thin typer app over the library functions."""
+"""Stage-one commands: extract, download, ls, info, datasets, models."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
-from embedcache import cli_stage_two
-from embedcache.paths import ENV_VAR
-from embedcache.paths import data_dir as resolve_data_dir
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
-console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 140)  # logs and pipes get whole table rows
-
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory (default: $EMBEDCACHE_DATA_DIR, else ./data).")
-]
+from embedcache.cli.common import DataDir, out, parse_options, progress, size, use_data_dir, user_errors
 
 
-def _use_data_dir(path: Path | None) -> Path:
-    """--data-dir wins over $EMBEDCACHE_DATA_DIR for everything this command reads or writes."""
-    if path is not None:
-        os.environ[ENV_VAR] = str(path)
-    return resolve_data_dir(path)
+def register(app: typer.Typer) -> None:
+    """Add the stage-one commands to `app`."""
+    for fn in (extract, download, ls, info, datasets, models):
+        app.command(fn.__name__)(fn)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-@contextmanager
-def _user_errors():
-    """Errors a user can act on print as one red message and exit 1 (EMBEDCACHE_DEBUG=1 keeps the traceback)."""
-    try:
-        yield
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        if os.environ.get("EMBEDCACHE_DEBUG") or not _is_ours(exc):
-            raise
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-
-
-def _is_ours(exc: BaseException) -> bool:
-    """Raised by embedcache's own code (whose messages say what to do), not deep inside a library."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    raised_in = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return raised_in.startswith("embedcache.")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
-
-
-@app.command()
 def extract(
     dataset: Annotated[str, typer.Argument(help="A registered dataset (see `embedcache datasets`).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Backbone name, or hf:<id|dir> / timm:<name>.")],
@@ -102,29 +47,15 @@ def extract(
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter("--on-error must be 'fail' or 'skip'")
     k, n = (int(x) for x in part.split("/"))
-    bars = _progress()
-    with _user_errors(), bars:
+    bars = progress()
+    with user_errors(), bars:
         path, reports = run_extract(
-            dataset, model, splits=split, tokens=tokens, root=root, data_dir=_use_data_dir(data_dir),
-            dataset_options=_parse_options(option), store_name=name, device=device, batch_size=batch_size,
+            dataset, model, splits=split, tokens=tokens, root=root, data_dir=use_data_dir(data_dir),
+            dataset_options=parse_options(option), store_name=name, device=device, batch_size=batch_size,
             workers=workers, limit=limit, force=force, on_error=on_error, pooling=pooling, weights=weights,
             dtype=dtype, part=(k, n), shard_size=shard_size, progress=_bar_factory(bars),
         )
     _extract_summary(path, reports)
-
-
-def _parse_options(pairs: list[str] | None) -> dict[str, object]:
-    """KEY=VALUE strings; values that parse as JSON (numbers, true/false) become those types."""
-    options: dict[str, object] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--option expects KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def _bar_factory(bars: Progress):
@@ -166,7 +97,7 @@ def _extract_summary(path: Path, reports) -> None:
             store.close()
     out.print(table)
     if complete:
-        out.print(f"size on disk: {_size(path.stat().st_size)}")
+        out.print(f"size on disk: {size(path.stat().st_size)}")
     if all(r.status == "up to date" for r in reports):
         out.print("nothing to do: every split is already extracted with the same fingerprint")
     for r in reports:
@@ -176,7 +107,6 @@ def _extract_summary(path: Path, reports) -> None:
             out.print(f"[yellow]... and {len(r.skipped) - 10} more skipped in {r.split}[/] (see `embedcache info`)")
 
 
-@app.command()
 def download(
     dataset: Annotated[str, typer.Argument(help="A dataset with an official download (see `embedcache datasets`).")],
     dest: Annotated[Path | None, typer.Option("--dest", help="Target folder (default <data-dir>/raw/DATASET).")] = None,
@@ -187,19 +117,18 @@ def download(
     from embedcache.datasets.download import default_dest
     from embedcache.datasets.download import download as run_download
 
-    with _user_errors():
-        path = run_download(dataset, dest or default_dest(dataset, _use_data_dir(data_dir)), base_url=base_url)
+    with user_errors():
+        path = run_download(dataset, dest or default_dest(dataset, use_data_dir(data_dir)), base_url=base_url)
     out.print(f"{dataset} is in {path}")
 
 
-@app.command("ls")
 def ls(data_dir: DataDir = None) -> None:
     """Every store under <data-dir>/stores: splits, rows, dim, size, fingerprint, complete or not."""
     from embedcache.store import list_stores
 
-    stores = list_stores(_use_data_dir(data_dir))
+    stores = list_stores(use_data_dir(data_dir))
     if not stores:
-        out.print(f"no stores under {_use_data_dir(data_dir) / 'stores'}; make one with `embedcache extract`")
+        out.print(f"no stores under {use_data_dir(data_dir) / 'stores'}; make one with `embedcache extract`")
         return
     table = Table()
     for col in ("store", "splits (rows)", "dim", "tokens", "skipped", "size", "fingerprint", "state"):
@@ -208,12 +137,11 @@ def ls(data_dir: DataDir = None) -> None:
         state = "complete" if s.complete and not s.shards_pending else f"in progress ({s.shards_pending} shards)"
         table.add_row(
             f"{s.dataset}/{s.backbone}", " ".join(f"{k}:{v}" for k, v in s.splits.items()), str(s.dim or "-"),
-            "yes" if s.tokens else "no", str(s.skipped), _size(s.size_bytes), (s.fingerprint or "-")[:8], state,
+            "yes" if s.tokens else "no", str(s.skipped), size(s.size_bytes), (s.fingerprint or "-")[:8], state,
         )
     out.print(table)
 
 
-@app.command()
 def info(
     store: Annotated[str, typer.Argument(help="A store path, or DATASET/BACKBONE.")],
     data_dir: DataDir = None,
@@ -225,8 +153,8 @@ def info(
     path = Path(store)
     if not path.suffix == ".h5" and "/" in store:
         dataset, backbone = store.split("/", 1)
-        path = store_path(dataset, backbone, _use_data_dir(data_dir))
-    with _user_errors(), open_store(path) as st:
+        path = store_path(dataset, backbone, use_data_dir(data_dir))
+    with user_errors(), open_store(path) as st:
         table = Table(title=str(path), show_header=False)
         for key, value in sorted(st.attrs.items()):
             table.add_row(key, escape(json.dumps(value) if not isinstance(value, str) else value))
@@ -248,7 +176,6 @@ def info(
                 out.print(f"[yellow]skipped[/] {name}/{escape(item_id)}: {escape(reason)}")
 
 
-@app.command()
 def datasets() -> None:
     """The registered datasets."""
     from embedcache.datasets import DATASETS
@@ -263,7 +190,6 @@ def datasets() -> None:
     out.print(table)
 
 
-@app.command()
 def models() -> None:
     """The registered backbones (any other: --model hf:<id|dir> or timm:<name>)."""
     from embedcache.backbones import BACKBONES
@@ -275,15 +201,3 @@ def models() -> None:
         s = BACKBONES.get(name)
         table.add_row(name, s.modality, s.library, s.model_id, s.revision[:12], s.pooling, s.offline or "-")
     out.print(table)
-
-
-cli_stage_two.register(app)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

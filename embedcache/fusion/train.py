@@ -4,7 +4,7 @@
 pair rows sliced into minibatches (no per-item Dataset/DataLoader); AdamW, ReduceLROnPlateau and early
 stopping on the validation loss with the CBMF authors' defaults; the best epoch's weights are kept.
 `train` resolves a head's default setting (stores, pairing), loads and joins the stores by id, calls `fit`
-and writes the run (embedcache.runs). Stage two never imports transformers or timm.
+and writes the run (embedcache.fusion.runs). Stage two never imports transformers or timm.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from embedcache.fingerprint import to_plain
-from embedcache.heads import HEADS, Head, HeadSpec, create_head
+from embedcache.fusion.heads import HEADS, Head, HeadSpec, create_head
+from embedcache.fusion.runs import Run, find_run, make_run_id, save_run
+from embedcache.fusion.views import Epoch, PairData, join, load_view
 from embedcache.paths import store_path
 from embedcache.registry import Registry
-from embedcache.runs import Run, find_run, make_run_id, save_run
-from embedcache.views import Epoch, PairData, join, load_view
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class SettingSpec:
     name: str
     dataset: str
     backbones: tuple[str, ...]
-    pairing: str  # a views.PAIRINGS name, or "mined" (pairs from embedcache.pairs)
+    pairing: str  # a views.PAIRINGS name, or "mined" (pairs from embedcache.fusion.mining)
     miner: str | None = None  # backbone of the store the pairs are mined from
     threshold: float = 0.7
     description: str = ""
@@ -215,11 +215,11 @@ def load_pairs_data(paths: list[Path], split: str, *, pairing: str, tokens: bool
                     threshold: float, data_dir: str | Path | None, ram_budget: int | None = None
                     ) -> tuple[PairData, dict[str, Any]]:
     """Load the split of every store and join them; for pairing 'mined' mine (or reuse) the caption pairs.
-    Token arrays above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.views)."""
+    Token arrays above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.fusion.views)."""
     views = [load_view(p, split, tokens=tokens, ram_budget=ram_budget) for p in paths]
     info: dict[str, Any] = {"pairing": pairing, "split": split}
     if pairing == "mined":
-        from embedcache.pairs import ensure_pairs
+        from embedcache.fusion.mining import ensure_pairs
 
         mined = ensure_pairs(miner_path or paths[0], split, threshold, data_dir=data_dir)
         a, b = mined.symmetric()
@@ -295,7 +295,7 @@ def train(
     Unset dataset/backbones/pairing/threshold come from the head's default setting (SETTINGS; `cbmf-add`:
     text-image on `shapes`, effnet-lite0 + minilm). tokens: True/False, or None to use token sequences when
     the stores hold them; token arrays above `ram_budget` bytes (default: 60% of the free RAM) are streamed
-    from the store in blocks (embedcache.views). val_split missing from the stores: `val_fraction` of the
+    from the store in blocks (embedcache.fusion.views). val_split missing from the stores: `val_fraction` of the
     training groups is held out. targets ('hard'/'soft') and `options` set head options. An identical finished
     run (same run id) is returned without retraining unless `force`.
     """

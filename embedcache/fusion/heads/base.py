@@ -1,7 +1,7 @@
 """The head contract: a small trainable module over cached embeddings, registered by name in HEADS.
 
 A head maps one or more modalities (each a store of pooled vectors or token sequences) to outputs and
-supplies its own loss for a minibatch, so `embedcache.train` stays generic: contrastive alignment heads
+supplies its own loss for a minibatch, so `embedcache.fusion.train` stays generic: contrastive alignment heads
 (CBMF, ConVIRT-style) and the classifier heads of later issues share one loop, one run format and one
 checkpoint format. A head is fully described by a `HeadSpec` (plain data); `create_head(spec)` rebuilds
 it, which is how a checkpoint is loaded.
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from embedcache.losses import ContrastiveLoss
+from embedcache.fusion.losses import ContrastiveLoss
 from embedcache.registry import Registry
 
 
@@ -102,7 +102,7 @@ class Head(nn.Module):
 
     @classmethod
     def setting_for(cls, name: str) -> str:
-        """The default training setting (see `embedcache.train.SETTINGS`) of the head registered as `name`."""
+        """The default training setting (see `embedcache.fusion.train.SETTINGS`) of the head registered as `name`."""
         return cls.default_setting
 
     @property
@@ -169,7 +169,7 @@ class ProjectionHead(nn.Module):
 
 class ContrastiveHead(Head):
     """An alignment head: a projection g_m per modality into `cfg.dim`, then symmetric InfoNCE over the
-    outputs of `encode_all` (embedcache.losses). Its Cfg has dim, dropout and the loss fields (targets,
+    outputs of `encode_all` (embedcache.fusion.losses). Its Cfg has dim, dropout and the loss fields (targets,
     temperature_init/min/max, learn_temperature); subclasses add what follows the projections (`encode`)."""
 
     def __init__(self, spec: HeadSpec) -> None:

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedcache.heads.base import HEADS, Batch, HeadSpec, masked_mean
-from embedcache.heads.mlp import ClassifierHead, MLPCfg
-from embedcache.losses import hard_targets, symmetric_info_nce
+from embedcache.fusion.heads.base import HEADS, Batch, HeadSpec, masked_mean
+from embedcache.fusion.heads.mlp import ClassifierHead, MLPCfg
+from embedcache.fusion.losses import hard_targets, symmetric_info_nce
 from embedcache.registry import Registry
 
 

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from embedcache import evaluate as ev
-from embedcache.embed import encode_view
-from embedcache.heads import Head
+from embedcache.fusion.export import encode_view
+from embedcache.fusion.heads import Head
+from embedcache.fusion.runs import Run, open_run
+from embedcache.fusion.views import View, concat_views, load_view
 from embedcache.paths import store_path
 from embedcache.registry import Registry
-from embedcache.runs import Run, open_run
-from embedcache.views import View, concat_views, load_view
 
 TaskResult = tuple[dict[str, float], dict[str, Any]]
 TASKS: Registry[Callable[..., TaskResult]] = Registry("evaluation task")
@@ -66,7 +66,7 @@ def evaluate_run(run: str | Path | Run, task: str, *, dataset: str | None = None
     """Run the registered evaluation `task` on `run` (an id, a path or a Run) and record it in its run.json.
 
     dataset: evaluation dataset whose stores (for the run's backbones) are read; default: the training one.
-    ram_budget: bytes of token arrays held whole; larger ones are streamed (embedcache.views).
+    ram_budget: bytes of token arrays held whole; larger ones are streamed (embedcache.fusion.views).
     The metrics are stored under the task name, suffixed `@<dataset>` for another dataset.
     """
     run = run if isinstance(run, Run) else open_run(run, runs_root)

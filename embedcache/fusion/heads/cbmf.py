@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedcache.heads.base import HEADS, ContrastiveHead, HeadSpec, masked_mean
+from embedcache.fusion.heads.base import HEADS, ContrastiveHead, HeadSpec, masked_mean
 from embedcache.registry import Registry
 
 
@@ -36,7 +36,7 @@ class CBMFCfg:
     ff_dim: int = 2048
     layers: int = 1
     dropout: float = 0.1
-    targets: str = "hard"  # "hard" (authors' code) or "soft" (paper eq. 5-6), see embedcache.losses
+    targets: str = "hard"  # "hard" (authors' code) or "soft" (paper eq. 5-6), see embedcache.fusion.losses
     temperature_init: float = 0.07
     temperature_min: float = 0.01
     temperature_max: float = 20.0

@@ -1,7 +1,4 @@
-"""Stage-two commands of the `embedcache` app: train, eval, embed, pairs, runs, heads.
-
-Registered onto the app defined in cli.py; nothing here imports transformers or timm.
-"""
+"""Stage-two commands: train, eval, embed, pairs, runs, heads. Nothing here imports transformers or timm."""
 
 from __future__ import annotations
 
@@ -10,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+
+from embedcache.cli.common import out, parse_options, use_data_dir, user_errors
 
 Opt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Head option KEY=VALUE (repeatable).")]
 RamBudget = Annotated[float | None, typer.Option(
@@ -23,14 +22,8 @@ def _bytes(gib: float | None) -> int | None:
 
 def register(app: typer.Typer) -> None:
     """Add the stage-two commands to `app`."""
-    for fn in (train, eval_, embed, pairs, runs, heads, run, pipelines, tables):
+    for fn in (train, eval_, embed, pairs, runs, heads):
         app.command(fn.__name__.rstrip("_"))(fn)
-
-
-def _cli():  # the shared helpers of cli.py, imported late (cli imports this module)
-    from embedcache import cli
-
-    return cli
 
 
 def train(
@@ -51,38 +44,36 @@ def train(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Stage two: train a head from the stores and write its run (one JSON + checkpoint under results/runs)."""
-    from embedcache.heads import HEADS
-    from embedcache.late_fusion import LATE_FUSIONS
+    from embedcache.fusion.heads import HEADS
+    from embedcache.fusion.late_fusion import LATE_FUSIONS
 
-    cli = _cli()
     common: dict[str, Any] = dict(
-        setting=setting, dataset=dataset, backbones=backbone or None, data_dir=cli._use_data_dir(data_dir), seed=seed,
+        setting=setting, dataset=dataset, backbones=backbone or None, data_dir=use_data_dir(data_dir), seed=seed,
         force=force,
     )
     fit: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
-    with cli._user_errors():
+    with user_errors():
         if head in LATE_FUSIONS:
-            from embedcache.late_fusion import late_fusion
+            from embedcache.fusion.late_fusion import late_fusion
 
             done = late_fusion([head], **common, **fit)
             for run in done.values():
                 _print_run(run)
             return
         if getattr(HEADS.get(head), "task", "align") == "classify":
-            from embedcache.classify import train_classifier
+            from embedcache.fusion.classify import train_classifier
 
-            run = train_classifier(head, **common, **fit, tokens=tokens, options=cli._parse_options(option),
+            run = train_classifier(head, **common, **fit, tokens=tokens, options=parse_options(option),
                                    ram_budget=_bytes(ram_budget))
         else:
-            from embedcache.train import train as run_train
+            from embedcache.fusion.train import train as run_train
 
-            run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=cli._parse_options(option),
+            run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=parse_options(option),
                             ram_budget=_bytes(ram_budget))
     _print_run(run)
 
 
 def _print_run(run: Any) -> None:
-    out = _cli().out
     out.print(f"run [bold]{run.id}[/] in {run.dir}")
     flat = _flatten(run.metrics)
     if flat:
@@ -115,16 +106,15 @@ def eval_(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Run an evaluation task on a trained run and record its metrics in the run's JSON."""
-    from embedcache.tasks import evaluate_run
+    from embedcache.fusion.tasks import evaluate_run
 
-    cli = _cli()
-    with cli._user_errors():
-        metrics = evaluate_run(run, task, dataset=dataset, data_dir=cli._use_data_dir(data_dir), device=device,
-                               ram_budget=_bytes(ram_budget), **cli._parse_options(option))
+    with user_errors():
+        metrics = evaluate_run(run, task, dataset=dataset, data_dir=use_data_dir(data_dir), device=device,
+                               ram_budget=_bytes(ram_budget), **parse_options(option))
     table = Table("metric", "value", title=f"{task} on {run}")
     for key, value in list(metrics.items())[:40]:
         table.add_row(key, f"{value:.4f}")
-    cli.out.print(table)
+    out.print(table)
 
 
 def embed(
@@ -136,13 +126,12 @@ def embed(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Write a trained head's output embeddings for a store as a new, reusable store."""
-    from embedcache.embed import embed as run_embed
+    from embedcache.fusion.export import embed as run_embed
 
-    cli = _cli()
-    with cli._user_errors():
+    with user_errors():
         path = run_embed(run, store=_store_ref(store, data_dir), out=out_path, device=device, force=force,
-                         data_dir=cli._use_data_dir(data_dir))
-    cli.out.print(f"wrote {path}")
+                         data_dir=use_data_dir(data_dir))
+    out.print(f"wrote {path}")
 
 
 def _store_ref(ref: str, data_dir: Path | None) -> Path:
@@ -151,7 +140,7 @@ def _store_ref(ref: str, data_dir: Path | None) -> Path:
     if ref.endswith(".h5") or Path(ref).exists():
         return Path(ref)
     dataset, _, backbone = ref.partition("/")
-    return store_path(dataset, backbone, _cli()._use_data_dir(data_dir))
+    return store_path(dataset, backbone, use_data_dir(data_dir))
 
 
 def pairs(
@@ -163,18 +152,17 @@ def pairs(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Mine caption pairs with cosine >= threshold (the CBMF text-text training set), stored and versioned."""
-    from embedcache.pairs import ensure_pairs
+    from embedcache.fusion.mining import ensure_pairs
 
-    cli = _cli()
-    with cli._user_errors():
+    with user_errors():
         mined = ensure_pairs(_store_ref(f"{dataset}/{model}", data_dir), split, threshold, force=force,
-                             data_dir=cli._use_data_dir(data_dir))
-    cli.out.print(f"{len(mined)} pairs with cosine >= {threshold} in {dataset}/{split} ({model})")
+                             data_dir=use_data_dir(data_dir))
+    out.print(f"{len(mined)} pairs with cosine >= {threshold} in {dataset}/{split} ({model})")
 
 
 def runs() -> None:
     """Every finished run: id, head, stores, seed, headline metrics."""
-    from embedcache.runs import list_runs
+    from embedcache.fusion.runs import list_runs
 
     table = Table("run", "head", "inputs", "seed", "metrics")
     for run in list_runs():
@@ -184,13 +172,13 @@ def runs() -> None:
         shown = ", ".join(f"{k}={v:.3f}" for k, v in list(flat.items())[:3])
         table.add_row(run.id, str(rec.get("head", {}).get("name", rec.get("task", "-"))), inputs,
                       str(rec.get("seed", "-")), shown)
-    _cli().out.print(table)
+    out.print(table)
 
 
 def heads() -> None:
     """The registered heads and late fusions, with their default training settings."""
-    from embedcache.heads import HEADS
-    from embedcache.late_fusion import LATE_FUSIONS
+    from embedcache.fusion.heads import HEADS
+    from embedcache.fusion.late_fusion import LATE_FUSIONS
 
     table = Table("name", "kind", "default setting", "description")
     for name in HEADS.names():
@@ -200,48 +188,4 @@ def heads() -> None:
     for name in LATE_FUSIONS.names():
         doc = (LATE_FUSIONS.get(name).__doc__ or "").strip().splitlines()
         table.add_row(name, "late fusion", "mvsa-single-late", doc[0] if doc else "")
-    _cli().out.print(table)
-
-
-def run(
-    pipeline: Annotated[list[str] | None, typer.Argument(help="Pipeline names or TOML paths (default: all).")] = None,
-    demo: Annotated[bool | None, typer.Option("--demo/--papers", help="Only the offline demo twins / only the "
-                                                                      "papers' own pipelines (default: both).")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per run (default: the spec's).")] = None,
-    device: Annotated[str | None, typer.Option("--device")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
-) -> None:
-    """Regenerate result tables: extract missing stores, train each head over its seeds, evaluate, write
-    results/<table>.md/.csv/.png. Pipelines that cannot run still write their table with what is missing;
-    the exit code is non-zero when any did not run."""
-    from embedcache.pipeline import run_all
-
-    cli = _cli()
-    result = run_all(pipeline or None, demo=demo, data_dir=cli._use_data_dir(data_dir),
-                     seeds=list(range(seeds)) if seeds else None, progress=True, device=device)
-    cli.out.print(result.summary(), highlight=False, markup=False)
-    for r in result.results:
-        for path in r.outputs:
-            if str(path).endswith(".md"):
-                cli.out.print(f"table: {path}")
-    raise typer.Exit(result.exit_code)
-
-
-def pipelines() -> None:
-    """The pipeline specs under pipelines/ (one per paper table or figure, plus the offline demo twins)."""
-    from embedcache.pipeline import load_pipeline, select_pipelines
-
-    table = Table("name", "demo", "title")
-    for name in select_pipelines():
-        spec = load_pipeline(name)
-        table.add_row(spec.name, "yes" if spec.demo else "", spec.title)
-    _cli().out.print(table)
-
-
-def tables() -> None:
-    """Rebuild every results/<table>.md/.csv/.png from the recorded runs, without training anything."""
-    from embedcache.paths import results_dir
-    from embedcache.results import write_all_tables
-
-    for path in write_all_tables(results_dir()):
-        _cli().out.print(f"wrote {path}")
+    out.print(table)

@@ -189,7 +189,7 @@ DEFAULT_HEADS = {"image": "mlp-image", "text": "mlp-text"}  # per-modality class
 
 def _component_runs(dataset: str, backbones: Sequence[str], heads: Sequence[str] | None, modalities: list[str],
                     train_kwargs: dict[str, Any]) -> list[Any]:
-    from embedcache.classify import train_classifier
+    from embedcache.fusion.classify import train_classifier
 
     names = list(heads) if heads else [DEFAULT_HEADS.get(m, "mlp-text") for m in modalities]
     if len(names) != len(backbones):
@@ -200,8 +200,8 @@ def _component_runs(dataset: str, backbones: Sequence[str], heads: Sequence[str]
 
 def _modality_probs(runs: list[Any], data: Any) -> list[np.ndarray]:
     """Each component's probabilities on its own column of the joined rows (P, M)."""
-    from embedcache.classify import predict_proba
-    from embedcache.views import PairData
+    from embedcache.fusion.classify import predict_proba
+    from embedcache.fusion.views import PairData
 
     return [predict_proba(run.load_head(), PairData([data.views[m]], data.rows[:, m : m + 1], data.labels))
             for m, run in enumerate(runs)]
@@ -234,8 +234,8 @@ def late_fusion(
     the training class priors in late-detection-rate. train_kwargs go to train_classifier (epochs, lr, ...).
     Returns {method: Run}.
     """
-    from embedcache.classify import evaluate_probs, find_val_split, load_labelled
-    from embedcache.train import SETTINGS, check_stores
+    from embedcache.fusion.classify import evaluate_probs, find_val_split, load_labelled
+    from embedcache.fusion.train import SETTINGS, check_stores
 
     methods = list(methods or LATE_FUSIONS.names())
     for method in methods:
@@ -275,8 +275,7 @@ def late_fusion(
 def _save(method: str, fusion: FittedFusion, runs: list[Any], paths: list[Path], metrics: dict[str, Any],
           classes: list[str], options: dict[str, Any], runs_root: str | Path | None) -> Any:
     """Write `<runs>/<run_id>/run.json` (no checkpoint: the weights are in the JSON)."""
-    from embedcache.pipeline_steps import write_record
-    from embedcache.runs import make_run_id, runs_dir
+    from embedcache.fusion.runs import make_run_id, runs_dir, write_record
 
     components = [r.id for r in runs]
     run_id = make_run_id(method, {"components": components, "options": options})

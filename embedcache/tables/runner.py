@@ -1,10 +1,10 @@
 """Declarative pipelines: one TOML spec per result table or figure, run end to end into results/<name>.*.
 
-The specs (frozen dataclasses, TOML reading and writing) live in `embedcache.pipeline_spec` and are
-re-exported here; the steps (stores, trainers, evaluations) in `embedcache.pipeline_steps`. This module runs
+The specs (frozen dataclasses, TOML reading and writing) live in `embedcache.tables.spec` and are
+re-exported here; the steps (stores, trainers, evaluations) in `embedcache.tables.steps`. This module runs
 them: `run_pipeline` for one spec, `run_all` for many (what `make all` / `make demo` call), each writing
 results/<name>.json (the manifest: status, what is missing, which run ids fill which rows) and the table
-(`embedcache.results`). Nothing is retrained or re-evaluated whose inputs did not change.
+(`embedcache.tables.results`). Nothing is retrained or re-evaluated whose inputs did not change.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 from embedcache.fingerprint import fingerprint
 from embedcache.paths import ENV_VAR as DATA_ENV
 from embedcache.paths import results_dir as default_results_dir
-from embedcache.pipeline_spec import (
+from embedcache.tables.reference import pipelines_dir, read_toml
+from embedcache.tables.spec import (
     ColumnSpec,
     EvalSpec,
     PipelineSpec,
@@ -37,7 +38,6 @@ from embedcache.pipeline_spec import (
     spec_to_dict,
     validate,
 )
-from embedcache.reference import pipelines_dir, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     and the command that gets it. Runs and evaluations whose inputs did not change are reused, so a second
     call redoes only what changed. seeds: None (the spec's, 3 by default), an int n (0..n-1) or a list.
     """
-    from embedcache import pipeline_steps as steps
+    from embedcache.tables import steps as steps
 
     spec = spec if isinstance(spec, PipelineSpec) else load_pipeline(spec)
     chosen = resolve_seeds(spec, seeds)
@@ -146,7 +146,7 @@ def _data_dir_env(data_dir: str | Path | None) -> Iterator[None]:
 
 
 def _train_and_evaluate(spec: PipelineSpec, seeds: tuple[int, ...], ctx: Any, result: PipelineResult) -> None:
-    from embedcache import pipeline_steps as steps
+    from embedcache.tables import steps as steps
 
     for run in spec.runs:
         for seed in run.seeds or seeds:
@@ -170,8 +170,8 @@ def manifest(spec: PipelineSpec, result: PipelineResult, runs_root: Path) -> dic
 
 def write_outputs(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:
     """Write the manifest atomically, then the table (markdown, csv) and plots built from it."""
-    from embedcache.results import write_results
-    from embedcache.runs import write_json
+    from embedcache.fusion.runs import write_json
+    from embedcache.tables.results import write_results
 
     out_dir.mkdir(parents=True, exist_ok=True)
     record = manifest(spec, result, out_dir / "runs")
@@ -224,7 +224,7 @@ def run_all(names: Sequence[str] | None = None, *, demo: bool | None = None, dir
     """Run every selected pipeline (see `select_pipelines`); one that cannot run (missing data, weights, a head)
     or fails does not stop the others. `AllResult.exit_code` is non-zero when any did not run, and
     `AllResult.summary()` lists them with what is missing."""
-    from embedcache.pipeline_steps import Missing
+    from embedcache.tables.steps import Missing
 
     out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
     results = []

@@ -1,0 +1,60 @@
+"""Table commands: run (pipelines -> tables), pipelines, tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from embedcache.cli.common import out, use_data_dir
+
+
+def register(app: typer.Typer) -> None:
+    """Add the table commands to `app`."""
+    for fn in (run, pipelines, tables):
+        app.command(fn.__name__)(fn)
+
+
+def run(
+    pipeline: Annotated[list[str] | None, typer.Argument(help="Pipeline names or TOML paths (default: all).")] = None,
+    demo: Annotated[bool | None, typer.Option("--demo/--papers", help="Only the offline demo twins / only the "
+                                                                      "papers' own pipelines (default: both).")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per run (default: the spec's).")] = None,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """Regenerate result tables: extract missing stores, train each head over its seeds, evaluate, write
+    results/<table>.md/.csv/.png. Pipelines that cannot run still write their table with what is missing;
+    the exit code is non-zero when any did not run."""
+    from embedcache.tables.runner import run_all
+
+    result = run_all(pipeline or None, demo=demo, data_dir=use_data_dir(data_dir),
+                     seeds=list(range(seeds)) if seeds else None, progress=True, device=device)
+    out.print(result.summary(), highlight=False, markup=False)
+    for r in result.results:
+        for path in r.outputs:
+            if str(path).endswith(".md"):
+                out.print(f"table: {path}")
+    raise typer.Exit(result.exit_code)
+
+
+def pipelines() -> None:
+    """The pipeline specs under pipelines/ (one per paper table or figure, plus the offline demo twins)."""
+    from embedcache.tables.runner import load_pipeline, select_pipelines
+
+    table = Table("name", "demo", "title")
+    for name in select_pipelines():
+        spec = load_pipeline(name)
+        table.add_row(spec.name, "yes" if spec.demo else "", spec.title)
+    out.print(table)
+
+
+def tables() -> None:
+    """Rebuild every results/<table>.md/.csv/.png from the recorded runs, without training anything."""
+    from embedcache.paths import results_dir
+    from embedcache.tables.results import write_all_tables
+
+    for path in write_all_tables(results_dir()):
+        out.print(f"wrote {path}")
