@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from embedcache.datasets.images import check_text, load_image
-from embedcache.extract import default_workers, plan_extraction, run_plan
+from embedcache.extract import ExtractCfg, RunCfg, default_workers, plan_extraction, run_plan
 
 
 def model_alone(plan, items, batch_size: int) -> float:
@@ -43,7 +43,7 @@ def whole_extraction(plan, batch_size: int, workers: int) -> float:
     """items/s of run_plan on the train split into a fresh store (model already loaded)."""
     n = len(plan.splits["train"].items(plan.encoder.spec.modality))
     start = time.perf_counter()
-    run_plan(plan, splits=["train"], batch_size=batch_size, workers=workers)
+    run_plan(plan, RunCfg(splits=("train",), batch_size=batch_size, workers=workers))
     return n / (time.perf_counter() - start)
 
 
@@ -56,8 +56,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["EMBEDCACHE_DATA_DIR"] = tmp  # the generated dataset and the stores both go here
         for model, bs in (("effnet-lite0", 64), ("minilm", 128)):
-            plan = plan_extraction("shapes", model, data_dir=Path(tmp), dataset_options={"size": args.size},
-                                   device="cpu")
+            plan = plan_extraction(ExtractCfg("shapes", model, data_dir=Path(tmp),
+                                              dataset_options={"size": args.size}, device="cpu"))
             items = plan.splits["train"].items(plan.encoder.spec.modality)
             alone = model_alone(plan, items, bs)
             whole = whole_extraction(plan, bs, args.workers)

@@ -142,7 +142,7 @@ _VERIFIED: set[tuple[str, str]] = set()  # (store path, spec fingerprint) checke
 def ensure_store(st: StoreSpec, data_dir: str | Path | None) -> tuple[Missing | None, str | None]:
     """Extract the store if missing or incomplete (extract's own no-op skips a fresh one). Returns what is
     missing (data or weights), or a note when an existing store is used without being re-verified."""
-    from embedcache.extract import extract
+    from embedcache.extract import ExtractCfg, extract
 
     path = store_path(st.store, st.backbone, data_dir)
     key = (str(path.resolve()), fingerprint(st))
@@ -150,8 +150,8 @@ def ensure_store(st: StoreSpec, data_dir: str | Path | None) -> tuple[Missing | 
         return None, None
     t0 = time.perf_counter()
     try:
-        extract(st.dataset, st.backbone, tokens=st.tokens, root=st.root or None, data_dir=data_dir,
-                dataset_options=dict(st.options) or None, store_name=st.name or None, limit=st.limit)
+        extract(ExtractCfg(st.dataset, st.backbone, tokens=st.tokens, root=st.root or None, data_dir=data_dir,
+                           dataset_options=dict(st.options), store_name=st.name or None, limit=st.limit))
     except missing_errors() as exc:
         from embedcache.store import StaleStoreError
 
