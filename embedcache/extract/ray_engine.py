@@ -228,23 +228,30 @@ class ShardPool:
                  advance: Callable[..., None]) -> Iterator[tuple[int, ShardData]]:
         todo, idle = deque(shards), deque(range(len(self.actors)))
         running: dict[Any, list[int]] = {}  # generator -> [slot, shard index, rows reported so far]
+        not_before = [0.0] * len(self.actors)  # a restarting actor refuses calls: retry it after a pause
         stats = self.stats.setdefault(split, {})
         while todo or running:
-            while todo and idle:
-                slot, index = idle.popleft(), todo.popleft()
+            for slot in [s for s in idle if not_before[s] <= time.monotonic()][:len(todo)]:
+                idle.remove(slot)
+                index = todo.popleft()
                 running[self.actors[slot].encode.remote(split, index)] = [slot, index, 0]
-            ready, _ = self.ray.wait(list(running), num_returns=1, timeout=1.0)
+            if not running:
+                time.sleep(0.2)
+                continue
+            ready, _ = self.ray.wait(list(running), num_returns=1, timeout=0.5)
             for gen in ready:
                 slot, index, rows = running[gen]
                 try:
                     event = self._get(next(gen))
                 except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
-                    del running[gen]  # lost mid-shard: take its rows back, hand the shard out again
-                    self.alive[slot] = False
-                    self._stat(stats, slot).restarts += 1
-                    advance(-rows, workers=self._alive())
+                    del running[gen]  # lost mid-shard, or refused while restarting: hand the shard out again
+                    if self.alive[slot]:  # one death, one restart (however many calls it then refuses)
+                        self.alive[slot] = False
+                        self._stat(stats, slot).restarts += 1
+                    advance(-rows, workers=self._alive())  # its rows are taken back from the view
                     todo.appendleft(index)
-                    idle.append(slot)  # its next call waits for the restarted actor
+                    idle.append(slot)
+                    not_before[slot] = time.monotonic() + 0.5
                     continue
                 self.alive[slot] = True
                 if isinstance(event, int):
