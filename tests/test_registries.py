@@ -78,3 +78,10 @@ def test_one_new_file_registers_and_is_tested(tmp_path: Path) -> None:
                       "test_datasets_registry.py::test_every_adapter_is_named_and_plain_data[toy]",
                       "test_heads.py::test_shapes_gradients_and_finite_loss[True-toy-head]",
                       "test_heads.py::test_padding_is_ignored[toy-head]"}, out.stdout[-3000:]
+
+
+def test_every_backbone_spec_has_an_adapter_and_every_adapter_a_spec() -> None:
+    from embedcache.backbones import ADAPTERS, BACKBONES
+
+    kinds = {f"{BACKBONES.get(n).library}:{BACKBONES.get(n).modality}" for n in BACKBONES.names()}
+    assert kinds == set(ADAPTERS.names())
