@@ -51,12 +51,17 @@ class ToyHead(ConVIRTHead):
 '''
 
 
+def _ours(registry) -> set[str]:
+    """Names registered by the package (other tests register toy adapters of their own)."""
+    return {n for n in registry.names() if registry.get(n).__module__.startswith("embedcache.")}
+
+
 def test_every_registered_name_is_covered_by_the_parametrised_tests() -> None:
-    published = {n for n in DATASETS.names() if DATASETS.get(n).origin == "published"}
+    published = {n for n in _ours(DATASETS) if DATASETS.get(n).origin == "published"}
     assert published <= set(test_datasets_registry.NAMES)  # contract + download entry (all names: plain data)
     assert {SOURCES.get(n).dataset or n for n in SOURCES.names()} <= published
     # a head that is neither an alignment nor a classifier head would be tested by neither module
-    assert set(test_heads.ALIGNMENT) | set(test_heads_mlp.CLASSIFIERS) == set(HEADS.names())
+    assert set(test_heads.ALIGNMENT) | set(test_heads_mlp.CLASSIFIERS) >= _ours(HEADS)
     assert not set(test_heads.ALIGNMENT) & set(test_heads_mlp.CLASSIFIERS)
 
 
