@@ -41,21 +41,22 @@ def table_diff(parent: dict, child: dict, cls: type) -> dict | None:
         out[k] = defaults(cls)[k]
     p_ev, c_ev = parent.get("evals", []), child.get("evals", [])
     if p_ev != c_ev:
-        ev = array_diff(p_ev, c_ev, S.EvalSpec)
+        ev = array_diff(p_ev, c_ev, "evals")
         if ev is None:
             return None
         out["evals"] = ev
     return out
 
 
-def array_diff(parent: list, child: list, cls: type, strict: bool = False) -> list | None:
+def array_diff(parent: list, child: list, key: str, strict: bool = False) -> list | None:
     """The child's elements as changes to the parent's by position; None (give it whole) when an element cannot be
-    expressed so, or (`strict`: top-level arrays) changes more than half its keys (a merge with an unrelated
-    element would mislead a reader); a nested [[runs.evals]] element may be restated whole."""
+    expressed so, or (`strict`: top-level arrays) renames an element (its id / label / file) and changes more than
+    half its keys (a merge with an unrelated element would mislead a reader)."""
     out = []
     for i, table in enumerate(child):
-        d = table_diff(parent[i] if i < len(parent) else {}, table, cls)
-        if d is None or (strict and i < len(parent) and 2 * len(d) > len(table)):
+        d = table_diff(parent[i] if i < len(parent) else {}, table, CLASSES[key])
+        renamed = i < len(parent) and any(k in d for k in IDENTITY[key])
+        if d is None or (strict and renamed and 2 * len(d) > len(table)):
             return None
         out.append(d)
     return out
@@ -85,12 +86,12 @@ def minimal(parent: dict, child: dict, parent_name: str, header: list[str]) -> s
     head = [f"{S._key(k)} = {S._value(v)}" for k, v in table_diff(parent["pipeline"], child["pipeline"],
                                                                    S.PipelineSpec).items()]
     body, replace = [], []
-    for key, cls in S._PARTS.items():
+    for key in S._PARTS:
         p, c = parent.get(key, []), child.get(key, [])
         if p == c:
             continue
         whole = lines_of(key, c) if c else ["", f"{key} = []"]
-        diff = array_diff(p, c, cls, strict=True) if c else None
+        diff = array_diff(p, c, key, strict=True) if c else None
         merged = lines_of(key, diff, parents=p) if diff is not None else None
         if merged is None or len(merged) >= len(whole):
             replace.append(key)
