@@ -89,8 +89,8 @@ def main() -> None:
             figures[f"{key}_extract_over_model"] = round(whole / alone, 3)
             print(f"{model:14s} {len(items):6d} items  model alone {alone:8.1f}/s  whole extraction "
                   f"{whole:8.1f}/s  ratio {whole / alone:.3f}")
-        plan = plan_extraction("shapes", "effnet-lite0", data_dir=Path(tmp), store_name="layouts",
-                               dataset_options={"size": args.layout_size}, device="cpu")
+        plan = plan_extraction(ExtractCfg("shapes", "effnet-lite0", data_dir=Path(tmp), store_name="layouts",
+                                          dataset_options={"size": args.layout_size}, device="cpu"))
         layouts = cpu_layouts(plan, 64, args.workers)
         for key, rate in layouts.items():
             figures[f"effnet_lite0_cpu_{key}_items_per_s"] = round(rate, 1)

@@ -23,7 +23,8 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def test_text_store_holds_every_caption_with_tokens_labels_links_and_pairs(data_dir):
-    path, reports = extract(ExtractCfg("shapes", "minilm", tokens=True, data_dir=data_dir, dataset_options=SIZE), RunCfg(workers=0))
+    cfg = ExtractCfg("shapes", "minilm", tokens=True, data_dir=data_dir, dataset_options=SIZE)
+    path, reports = extract(cfg, RunCfg(workers=0))
     ds = DATASETS.get("shapes")(**SIZE)
     with open_store(path) as store:
         assert store.splits == ["train", "val", "test"] or sorted(store.splits) == ["test", "train", "val"]
@@ -41,7 +42,7 @@ def test_text_store_holds_every_caption_with_tokens_labels_links_and_pairs(data_
             assert len(a) == len(split.pairs) and float(score[0]) == pytest.approx(split.pairs[0].score)
         assert store.attrs["dtype"] == "float16" and store.attrs["tokens"] is True
     assert {r.status for r in reports} == {"extracted"}
-    _, again = extract(ExtractCfg("shapes", "minilm", tokens=True, data_dir=data_dir, dataset_options=SIZE), RunCfg(workers=0))
+    _, again = extract(cfg, RunCfg(workers=0))
     assert {r.status for r in again} == {"up to date"}
 
 
@@ -147,8 +148,8 @@ def messy_dataset(messy):
 
 def test_bad_images_are_recorded_as_skips_with_reasons(data_dir, messy_dataset):
     good, bad = messy_dataset
-    path, reports = extract(ExtractCfg("messy", "effnet-lite0", data_dir=data_dir, dataset_options={"images": {**good, **bad}}),
-                            RunCfg(on_error="skip", workers=1))
+    cfg = ExtractCfg("messy", "effnet-lite0", data_dir=data_dir, dataset_options={"images": {**good, **bad}})
+    path, reports = extract(cfg, RunCfg(on_error="skip", workers=1))
     with open_store(path) as store:
         sp = store.split("train")
         assert sorted(sp.ids) == sorted(good)
