@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from embedcache.store import ShardData, store_fingerprint
 INSTALL_HINT = "--ray needs Ray, which is not installed: pip install 'embedcache[ray]'"
 # Passed on to the workers when set on the driver: where raw data and offline weights are found.
 _ENV_PASSED = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME")
+MAX_LOSSES = 3  # a shard whose worker dies more often than this fails the run (a poison shard, not bad luck)
 
 
 @dataclass(frozen=True)
@@ -226,48 +227,53 @@ class ShardPool:
 
     def __call__(self, plan: ExtractPlan, split: str, shards: dict[int, list[Item]], run: RunCfg,
                  advance: Callable[..., None]) -> Iterator[tuple[int, ShardData]]:
-        todo, idle = deque(shards), deque(range(len(self.actors)))
-        running: dict[Any, list[int]] = {}  # generator -> [slot, shard index, rows reported so far]
-        not_before = [0.0] * len(self.actors)  # a restarting actor refuses calls: retry it after a pause
-        stats = self.stats.setdefault(split, {})
-        while todo or running:
-            for slot in [s for s in idle if not_before[s] <= time.monotonic()][:len(todo)]:
-                idle.remove(slot)
-                index = todo.popleft()
-                running[self.actors[slot].encode.remote(split, index)] = [slot, index, 0]
-            if not running:
-                time.sleep(0.2)
+        q = _Queue(deque(shards), deque(range(len(self.actors))), [0.0] * len(self.actors))
+        while q.todo or q.running:
+            for slot in q.free_slots():
+                index = q.todo.popleft()
+                q.running[self.actors[slot].encode.remote(split, index)] = [slot, index, 0]
+            if not q.running:
+                time.sleep(0.2)  # every free worker is restarting
                 continue
-            ready, _ = self.ray.wait(list(running), num_returns=1, timeout=0.5)
+            ready, _ = self.ray.wait(list(q.running), num_returns=1, timeout=0.5)
             for gen in ready:
-                slot, index, rows = running[gen]
+                slot, index, rows = q.running[gen]
                 try:
                     event = self._get(next(gen))
                 except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
-                    del running[gen]  # lost mid-shard, or refused while restarting: hand the shard out again
-                    if self.alive[slot]:  # one death, one restart (however many calls it then refuses)
-                        self.alive[slot] = False
-                        self._stat(stats, slot).restarts += 1
-                    advance(-rows, workers=self._alive())  # its rows are taken back from the view
-                    todo.appendleft(index)
-                    idle.append(slot)
-                    not_before[slot] = time.monotonic() + 0.5
+                    self._lost(q, gen, split, advance)
                     continue
                 self.alive[slot] = True
-                if isinstance(event, int):
-                    running[gen][2] += event
+                if isinstance(event, int):  # rows done by one more batch
+                    q.running[gen][2] += event
                     advance(event, workers=self._alive())
                     continue
-                del running[gen]
+                del q.running[gen]
+                q.idle.append(slot)
                 data, name, seconds = event
-                st = self._stat(stats, slot)
+                st = self._stat(split, slot)
                 st.name, st.shards, st.items, st.seconds = f"w{slot} {name}", st.shards + 1, st.items + rows, \
                     st.seconds + seconds
-                idle.append(slot)
                 yield index, data
 
-    def _stat(self, stats: dict[int, WorkerStat], slot: int) -> WorkerStat:
-        return stats.setdefault(slot, WorkerStat(self.names[slot]))
+    def _lost(self, q: _Queue, gen: Any, split: str, advance: Callable[..., None]) -> None:
+        """A worker died mid-shard, or refused the call while Ray restarts it: the shard goes back to the queue
+        and its rows are taken back from the view; the worker gets calls again after a pause."""
+        slot, index, rows = q.running.pop(gen)
+        if self.alive[slot]:  # one death, one restart (however many calls it then refuses)
+            self.alive[slot] = False
+            self._stat(split, slot).restarts += 1
+            q.losses[index] = q.losses.get(index, 0) + 1
+            if q.losses[index] > MAX_LOSSES:
+                raise ExtractError(f"shard {index} of split {split!r} killed its worker {q.losses[index]} times "
+                                   f"(last {self.names[slot]}); out of memory? try a smaller --batch-size")
+        advance(-rows, workers=self._alive())
+        q.todo.appendleft(index)
+        q.idle.append(slot)
+        q.not_before[slot] = time.monotonic() + 0.5
+
+    def _stat(self, split: str, slot: int) -> WorkerStat:
+        return self.stats.setdefault(split, {}).setdefault(slot, WorkerStat(self.names[slot]))
 
     def _alive(self) -> str:
         return f"{sum(self.alive)}/{len(self.alive)}"
@@ -278,3 +284,22 @@ class ShardPool:
     def __exit__(self, *exc: object) -> None:
         for actor in self.actors:  # shards still running (an error elsewhere) are abandoned, not written
             self.ray.kill(actor)
+
+
+@dataclass
+class _Queue:
+    """One split's dispatch state: shards to do, free workers, calls in flight, restart pauses, losses."""
+
+    todo: deque[int]
+    idle: deque[int]
+    not_before: list[float]  # per worker: no call before this time.monotonic() (it is restarting)
+    running: dict[Any, list[int]] = field(default_factory=dict)  # generator -> [worker, shard, rows so far]
+    losses: dict[int, int] = field(default_factory=dict)  # shard -> deaths of its workers
+
+    def free_slots(self) -> list[int]:
+        """Idle workers past their pause, at most one per shard still to do (taken off the idle queue)."""
+        now = time.monotonic()
+        slots = [s for s in self.idle if self.not_before[s] <= now][:len(self.todo)]
+        for s in slots:
+            self.idle.remove(s)
+        return slots
