@@ -102,6 +102,30 @@ def retrieval(ctx: Context, *, split: str = "test", ks: tuple[int, ...] = (1, 5,
     return {**i2t, **t2i}, info
 
 
+@TASKS.register("retrieval-rows")
+def retrieval_rows(ctx: Context, *, split: str = "all", ks: tuple[int, ...] = (1, 5, 10),
+                   hit_ks: tuple[int, ...] = ev.DEFAULT_HIT_KS) -> TaskResult:
+    """The CBMF authors' Fig. 4 protocol (text_image/downstream_task/image_retrieval/retrieval.py): one gallery
+    row per caption holding its image (images repeated), each caption a query whose answer is its own row;
+    prefix `text_to_image_rows`. On Flickr8k split `all`: 40,455 captions over 40,455 rows. The authors'
+    script keeps only its last batch's accuracies (its dict is overwritten per batch of 100); every caption
+    counts here."""
+    mi, mt = ctx.side("image"), ctx.side("text")
+    images, texts = ctx.view(mi, split), ctx.view(mt, split)
+    if texts.links is None:
+        raise ValueError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
+    index = {str(i): r for r, i in enumerate(images.ids)}
+    answer = np.array([index.get(str(link), -1) for link in texts.links])
+    keep = answer >= 0  # captions whose image is in the image store
+    counts = np.bincount(answer[keep], minlength=len(images.ids))  # (I,) gallery rows per image
+    ei, et = ctx.encode(mi, images), ctx.encode(mt, texts)[torch.from_numpy(keep)]
+    ranks = ev.repeated_gallery_ranks(et, ei, answer[keep], counts)
+    metrics = ev.rank_metrics(ranks, int(keep.sum()), "text_to_image_rows", ks, hit_ks)
+    info = {"split": split, "protocol": "cbmf-authors-rows", "captions": int(keep.sum()),
+            "gallery_rows": int(keep.sum()), "images": int((counts > 0).sum())}
+    return metrics, info
+
+
 def _prompt_classes(view: View, num_classes: int) -> torch.Tensor:
     """Prompt rows grouped by their label (class index) -> (C, K, ...) index tensor; K equal for all classes."""
     labels = np.asarray(view.labels)
