@@ -12,6 +12,7 @@ is a `convirt-frozen` run, evaluated like any other run.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,39 @@ def evaluate_run(run: str | Path | Run, task: str, *, dataset: str | None = None
     """
     run = run if isinstance(run, Run) else open_run(run, runs_root)
     ctx = Context(run, dataset, data_dir, device, ram_budget)
-    metrics, info = TASKS.get(task)(ctx, **options)
+    fn = TASKS.get(task)
+    chosen = default_split(ctx, fn) if "split" not in options else None
+    metrics, info = fn(ctx, **options, **({"split": chosen} if chosen else {}))
+    if chosen:
+        info = {**info, "split": chosen, "split_chosen": f"no split given: {chosen!r} "
+                f"({'the test split' if chosen == 'test' else 'the stores have no test split'})"}
     if record:
         run.add_metrics(metrics_key(task, ctx.dataset, run.inputs[0]["dataset"]), metrics,
                         {"task": task, "dataset": ctx.dataset, **info})
     return metrics
+
+
+def default_split(ctx: Context, task: Callable[..., TaskResult]) -> str | None:
+    """For a task whose `split` defaults to 'test': 'test' when every evaluation store has it, else 'val' when
+    every one has that (COCO, and any layout with train/val only); None leaves the task's own default."""
+    param = inspect.signature(task).parameters.get("split")
+    if param is None or param.default != "test":
+        return None
+    paths = [ctx.path(m) for m in range(len(ctx.run.inputs))]
+    if not all(p.exists() for p in paths):
+        return None  # the task names the missing store
+    splits = [set(_store_splits(p)) for p in paths]
+    for name in ("test", "val"):
+        if all(name in have for have in splits):
+            return name
+    return None
+
+
+def _store_splits(path: Path) -> list[str]:
+    from embedcache.store import open_store
+
+    with open_store(path) as store:
+        return list(store.splits)
 
 
 def metrics_key(task: str, dataset: str, trained_on: str) -> str:
