@@ -110,8 +110,9 @@ def test_missing_weights_and_stores_name_their_fix() -> None:
     assert weights.what.startswith("weights for backbone 'bert' (bert-base-uncased @ ")
     assert weights.fix.startswith("hf download bert-base-uncased --revision ")
     stores = Missing.from_error(StoresMissingError(
-        "`embedcache train h` needs the stores x, y; make them with:\n  embedcache extract d --model a\n"
-        "  embedcache extract d --model b"))
+        "h", {Path("x"): "embedcache extract d --model a", Path("y"): "embedcache extract d --model b"}))
+    assert stores.what.startswith("`embedcache train h` needs the stores x, y")
+    assert "\n  embedcache extract d --model b" in stores.detail
     assert stores.fix == "embedcache extract d --model a; embedcache extract d --model b"
 
 

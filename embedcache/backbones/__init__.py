@@ -21,6 +21,7 @@ from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
 from embedcache.backbones.common import WeightsNotFoundError
 from embedcache.backbones.offline import OfflineWeightsError
 from embedcache.backbones.specs import SPECS
+from embedcache.errors import BadInputError
 from embedcache.registry import Registry, UnknownNameError
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -78,7 +79,7 @@ def create_encoder(
     """
     base, inline = split_weights(name)
     if weights is not None and inline is not None:
-        raise ValueError(f"weights given twice: {name!r} names {inline!r} and weights={weights!r}; pass one")
+        raise BadInputError(f"weights given twice: {name!r} names {inline!r} and weights={weights!r}; pass one")
     return create_encoder_from_spec(
         resolve_spec(base), pooling=pooling, weights=weights or inline, device=device, max_length=max_length
     )

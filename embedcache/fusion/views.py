@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.errors import BadInputError, UserError
 from embedcache.fusion.heads.base import Batch
 from embedcache.registry import Registry
 from embedcache.store import open_store
@@ -38,7 +39,7 @@ RAM_FRACTION = 0.6  # token arrays up to this share of the free RAM are read who
 TOKEN_BYTES = 2  # tokens are held as fp16
 
 
-class StreamError(RuntimeError):
+class StreamError(UserError, RuntimeError):
     """Streamed token rows cannot be served the way asked (says why and what to do instead)."""
 
 
@@ -228,10 +229,10 @@ def load_view(path: str | Path, split: str, *, tokens: bool | None = False, ram_
         s = store.split(split)
         use_tokens = s.has_tokens if tokens is None else tokens
         if use_tokens and not s.has_tokens:
-            raise ValueError(f"split {split!r} of {path} has no tokens; re-extract with them: "
-                             f"`embedcache extract {store.attrs.get('dataset', path.parent.name)} "
-                             f"--model {store.attrs.get('backbone', path.stem)} --tokens --force`, "
-                             "or train on pooled vectors (`--pooled`)")
+            raise BadInputError(f"split {split!r} of {path} has no tokens; re-extract with them: "
+                                f"`embedcache extract {store.attrs.get('dataset', path.parent.name)} "
+                                f"--model {store.attrs.get('backbone', path.stem)} --tokens --force`, "
+                                "or train on pooled vectors (`--pooled`)")
         tok, off, stream = _load_tokens(s, path, ram_budget) if use_tokens else (None, None, None)
         return View(path=str(path), split=split, ids=np.asarray(s.ids).astype(str),
                     pooled=torch.from_numpy(s.pooled(np.float32)), tokens=tok, offsets=off, labels=s.labels,
@@ -288,7 +289,7 @@ Pairing = Callable[..., np.ndarray]
 PAIRINGS: Registry[Pairing] = Registry("pairing")
 
 
-class PairingError(ValueError):
+class PairingError(UserError, ValueError):
     """The stores cannot be joined the way asked (says what is missing and how to fix it)."""
 
 
@@ -314,6 +315,21 @@ def pair_by_links(views: Sequence[View]) -> np.ndarray:
 def pair_by_ids(views: Sequence[View]) -> np.ndarray:
     """(P, M) rows of the ids present in every store, in the first store's order."""
     rows = np.stack([v.rows_of(views[0].ids) for v in views], axis=1)
+    return rows
+
+
+@PAIRINGS.register("multi-links")
+def pair_by_multi_links(views: Sequence[View]) -> np.ndarray:
+    """(P, M) rows for any mix of stores (classification): one row per item of the first store with links (a
+    caption); other linked stores matched by that item's id, stores without links (images) through its link, so
+    an image repeats over its captions. Without any linked store, items with the same id in every store ('ids')."""
+    linked = [i for i, v in enumerate(views) if v.links is not None]
+    if not linked:
+        return pair_by_ids(views)
+    base = views[linked[0]]
+    rows = np.empty((len(base), len(views)), np.int64)
+    for i, view in enumerate(views):
+        rows[:, i] = view.rows_of(base.ids if view.links is not None else base.links)
     return rows
 
 

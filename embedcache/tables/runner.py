@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedcache.errors import BadInputError
 from embedcache.fingerprint import fingerprint
-from embedcache.paths import ENV_VAR as DATA_ENV
 from embedcache.paths import results_dir as default_results_dir
 from embedcache.tables.reference import pipelines_dir, read_toml
 from embedcache.tables.spec import (
@@ -82,7 +80,7 @@ def resolve_seeds(spec: PipelineSpec, seeds: Sequence[int] | int | None) -> tupl
     """The seeds to run: the spec's (None), the first n (an int), or exactly those given."""
     chosen = spec.seeds if seeds is None else tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     if not chosen:
-        raise ValueError(f"pipeline {spec.name!r} needs at least one seed; got {seeds!r}")
+        raise BadInputError(f"pipeline {spec.name!r} needs at least one seed; got {seeds!r}")
     return chosen
 
 
@@ -106,16 +104,15 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     before = {p.name for p in runs_root.iterdir()}
     result = PipelineResult(spec.name, missing=steps.unregistered(spec))
     ctx = steps.StepContext(data_dir, runs_root, device, progress)
-    with _data_dir_env(data_dir):  # raw data too (generated datasets) goes under the data dir, as with the CLI
-        for st in spec.stores if not result.missing else ():
-            missing, note = steps.ensure_store(st, data_dir)
-            result.missing += [missing] if missing else []
-            result.notes += [note] if note else []
-        if not result.missing:
-            try:
-                _train_and_evaluate(spec, chosen, ctx, result)
-            except steps.missing_errors() as exc:  # e.g. a store that no [[stores]] entry makes
-                result.missing.append(steps.Missing.from_error(exc))
+    for st in spec.stores if not result.missing else ():  # raw data and stores alike under the data dir
+        missing, note = steps.ensure_store(st, data_dir)
+        result.missing += [missing] if missing else []
+        result.notes += [note] if note else []
+    if not result.missing:
+        try:
+            _train_and_evaluate(spec, chosen, ctx, result)
+        except steps.missing_errors() as exc:  # e.g. a store that no [[stores]] entry makes
+            result.missing.append(steps.Missing.from_error(exc))
     result.missing = steps.unique(result.missing)  # one line per missing dataset, not one per store
     result.status = "not run" if result.missing else "complete"
     ids = [i for seeds_ in result.runs.values() for subs in seeds_.values() for i in subs.values()]
@@ -126,23 +123,6 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     result.outputs = write_outputs(spec, result, out_dir)
     log.info("%s", result.summary())
     return result
-
-
-@contextmanager
-def _data_dir_env(data_dir: str | Path | None) -> Iterator[None]:
-    """Set $EMBEDCACHE_DATA_DIR to `data_dir` for the duration (restored after); None leaves it alone."""
-    if data_dir is None:
-        yield
-        return
-    old = os.environ.get(DATA_ENV)
-    os.environ[DATA_ENV] = str(data_dir)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(DATA_ENV, None)
-        else:
-            os.environ[DATA_ENV] = old
 
 
 def _train_and_evaluate(spec: PipelineSpec, seeds: tuple[int, ...], ctx: Any, result: PipelineResult) -> None:

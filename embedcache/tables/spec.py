@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedcache.errors import BadInputError, NotFoundError
 from embedcache.fingerprint import to_plain
 from embedcache.tables.reference import pipelines_dir, read_toml
 
@@ -152,7 +153,7 @@ def _make(cls: type, raw: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {', '.join(fields)}")
+        raise BadInputError(f"{where}: unknown key(s) {unknown}; known: {', '.join(fields)}")
     values = {}
     for key, value in raw.items():
         if key in _NESTED:
@@ -163,17 +164,17 @@ def _make(cls: type, raw: dict[str, Any], where: str) -> Any:
     try:
         return cls(**values)
     except TypeError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise BadInputError(f"{where}: {err}") from None
 
 
 def spec_from_dict(raw: dict[str, Any], where: str = "<dict>") -> PipelineSpec:
     """A PipelineSpec from parsed TOML ([pipeline] plus the arrays of tables); checked for consistency."""
     if "pipeline" not in raw:
-        raise ValueError(f"{where}: a pipeline spec needs a [pipeline] table with at least name and title")
+        raise BadInputError(f"{where}: a pipeline spec needs a [pipeline] table with at least name and title")
     known = ("pipeline", *_PARTS)
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"{where}: unknown table(s) {unknown}; known: {', '.join(known)}")
+        raise BadInputError(f"{where}: unknown table(s) {unknown}; known: {', '.join(known)}")
     parts = {key: tuple(_make(cls, t, f"{where} [[{key}]] #{i + 1}") for i, t in enumerate(raw.get(key, [])))
              for key, cls in _PARTS.items()}
     spec = _make(PipelineSpec, {**raw["pipeline"], **parts}, f"{where} [pipeline]")
@@ -203,7 +204,7 @@ def validate(spec: PipelineSpec, where: str = "") -> None:
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
         problems.append(f"seeds must be distinct and non-empty; found {spec.seeds}")
     if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems))
+        raise BadInputError(f"{where}: " + "; ".join(problems))
 
 
 def spec_to_dict(spec: PipelineSpec) -> dict[str, Any]:
@@ -270,5 +271,5 @@ def load_pipeline(name_or_path: str | Path) -> PipelineSpec:
         path = pipelines_dir() / f"{name_or_path}.toml"
     if not path.is_file():
         known = ", ".join(list_pipelines()) if pipelines_dir().is_dir() else "(no pipelines dir)"
-        raise FileNotFoundError(f"no pipeline {str(name_or_path)!r} (looked for {path}); known: {known}")
+        raise NotFoundError(f"no pipeline {str(name_or_path)!r} (looked for {path}); known: {known}")
     return dataclasses.replace(spec_from_dict(read_toml(path), str(path)), path=str(path))
