@@ -1,4 +1,4 @@
-"""MLP / PCA / attention classifier heads and train_classifier, on small real stores written here.
+"""MLP / PCA / attention classifier heads and their trainer (fit_classifier), on small real stores written here.
 
 `make_task_stores` (also used by test_clfa.py and test_late_fusion.py) writes an image store and a caption
 store with learnable structure that needs both modalities:

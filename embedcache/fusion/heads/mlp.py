@@ -1,6 +1,6 @@
 """Classifier heads over pooled embeddings: the BERT + ResNet paper's MLP, PCA and attention fusions.
 
-Registered names (all trained by `embedcache.fusion.classify.train_classifier`, labels from the stores):
+Registered names (all trained by `embedcache.fusion.classify.fit_classifier`, labels from the stores):
 - `mlp-text`, `mlp-image`: one store through an MLP (the paper's single-modality classifiers; the BERT vs
   BGE comparison is two `mlp-text` runs on two text stores).
 - `mlp-concat`: the pooled vectors of every input store concatenated, then the MLP.
@@ -82,7 +82,7 @@ def pooled_inputs(batch: Batch) -> list[torch.Tensor]:
 
 @dataclass(frozen=True)
 class MLPCfg:
-    """num_classes and label_kind come from the stores (train_classifier sets them)."""
+    """num_classes and label_kind come from the stores (fit_classifier sets them)."""
 
     num_classes: int = 0
     label_kind: str = "single"  # "single" (softmax/CE) or "multi" (sigmoid/BCE)
@@ -93,7 +93,7 @@ class MLPCfg:
 class ClassifierHead(Head):
     """A head whose output is class logits (B, C); the loss comes from the label kind.
 
-    `task`, `phases` and `prepare` are what `embedcache.fusion.classify.train_classifier` uses beside the generic
+    `task`, `phases` and `prepare` are what `embedcache.fusion.classify.fit_classifier` uses beside the generic
     loop: `prepare(train)` fits anything fitted in closed form on the training rows only (PCA), and each
     name in `phases` is one `fit` after `set_phase(name)` (two-phase heads such as `mlp-supcon`).
     """
@@ -113,7 +113,7 @@ class ClassifierHead(Head):
                                 f"({', '.join(spec.modalities) or spec.in_dims}). Pass that many --backbone options")
         if self.cfg.num_classes < 1:
             raise BadInputError(f"head {spec.name!r} needs num_classes >= 1; got {self.cfg.num_classes}. "
-                                "train_classifier sets it from the store's labels; pass num_classes=C otherwise")
+                                "fit_classifier sets it from the store's labels; pass num_classes=C otherwise")
         self.kind = LABEL_KINDS.get(self.cfg.label_kind)
         self.out_dim = self.cfg.num_classes
         self.phase = self.phases[-1]
@@ -277,7 +277,7 @@ class PCAConcatHead(ConcatMLPHead):
     def features(self, batch: Batch) -> torch.Tensor:
         if not bool(self.pca_fitted):
             raise RuntimeError(f"{self.spec.name}: the PCA is not fitted. Train with "
-                               "embedcache.fusion.classify.train_classifier (it calls head.prepare(train) on the "
+                               "embedcache.fusion.classify.fit_classifier (it calls head.prepare(train) on the "
                                "training split), or call head.prepare(train_data) before fitting")
         reduced = [(v - getattr(self, f"pca_mean_{i}")) @ getattr(self, f"pca_axes_{i}")  # (B, k)
                    for i, v in enumerate(self._blocks(pooled_inputs(batch)))]
@@ -411,5 +411,5 @@ class SupConMLPHead(ClassifierHead):
 
 
 def classifier_names() -> list[str]:
-    """Registered heads that are classifiers (trained by embedcache.fusion.classify.train_classifier)."""
+    """Registered heads that are classifiers (trained by embedcache.fusion.classify.fit_classifier)."""
     return [n for n in HEADS.names() if getattr(HEADS.get(n), "task", None) == "classify"]
