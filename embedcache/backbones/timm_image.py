@@ -67,6 +67,8 @@ class TimmImageEncoder(Encoder):
         pre_logits = int(getattr(model, "head_hidden_size", None) or model.num_features)  # VGG: 4096 (fc7)
         self.dim = pre_logits if self.pooling == "pre-logits" else self.token_dim
         self.is_cnn = getattr(model, "patch_embed", None) is None
+        # NHWC convolutions: EfficientNet-Lite0 runs ~2x faster on CPU as well as on CUDA (benchmarks/bench_extract.py)
+        self.channels_last = self.is_cnn
         self.device = torch.device("cpu")
 
     @cached_property
@@ -88,9 +90,7 @@ class TimmImageEncoder(Encoder):
 
     def to(self, device: torch.device | str) -> TimmImageEncoder:
         self.device = torch.device(device)
-        self.model.to(self.device)
-        if self.device.type == "cuda" and self.is_cnn:
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return self
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
@@ -101,7 +101,7 @@ class TimmImageEncoder(Encoder):
 
     def encode(self, batch: torch.Tensor | dict[str, torch.Tensor], tokens: bool = False) -> EncoderOutput:
         x = batch.to(self.device)  # (B, 3, H, W)
-        if self.device.type == "cuda" and self.is_cnn:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with inference(self.spec, self.device):
             feats = self.model.forward_features(x)
