@@ -49,7 +49,7 @@ def user_errors():
         if os.environ.get("EMBEDCACHE_DEBUG"):
             raise
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
-        if exc.fix and exc.fix not in str(exc):
+        if exc.fix and not all(part in str(exc) for part in exc.fix.split("; ")):  # not said already
             console.print(f"[bold]fix:[/] {escape(exc.fix)}")
         raise typer.Exit(1) from None
 

@@ -152,12 +152,14 @@ LATE_FUSIONS: Registry[Callable[[FusionInputs], FittedFusion]] = Registry("late 
 
 @LATE_FUSIONS.register("late-average")
 def _average(x: FusionInputs) -> FittedFusion:
+    """Soft voting: every modality weighs 1/M."""
     m, c = x.shape
     return FittedFusion("late-average", np.full((m, c), 1.0 / m))
 
 
 @LATE_FUSIONS.register("late-detection-rate")
 def _detection_rate(x: FusionInputs) -> FittedFusion:
+    """Weights 1 - detection rate (+ class prior) per modality and class, from validation."""
     w = detection_rate_weights(x.val_probs, x.val_labels, x.priors, x.normalise)
     info = {"detection_rates": detection_rates(x.val_probs, x.val_labels).tolist(), "normalise": x.normalise,
             "priors": None if x.priors is None else np.asarray(x.priors).tolist()}
@@ -166,6 +168,7 @@ def _detection_rate(x: FusionInputs) -> FittedFusion:
 
 @LATE_FUSIONS.register("late-min-loss")
 def _min_loss(x: FusionInputs) -> FittedFusion:
+    """Weights each modality's validation score at its lowest-validation-loss epoch."""
     m, c = x.shape
     if len(x.val_scores) != m:
         raise BadInputError(f"late-min-loss needs {m} validation scores (one per modality); got {len(x.val_scores)}")
@@ -175,6 +178,7 @@ def _min_loss(x: FusionInputs) -> FittedFusion:
 
 @LATE_FUSIONS.register("late-stacking")
 def _stacking(x: FusionInputs) -> FittedFusion:
+    """A logistic regression on the concatenated validation probabilities."""
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(max_iter=2000, random_state=x.seed)
