@@ -13,9 +13,10 @@ from _stage2_fixtures import fit_one, make_toy_stores
 
 from embedcache.fusion.export import embed, encode_view
 from embedcache.fusion.heads import HeadSpec, create_head
+from embedcache.fusion.pairings import join
 from embedcache.fusion.tasks import evaluate_run
 from embedcache.fusion.train import StoresMissingError, TrainCfg, fit
-from embedcache.fusion.views import join, load_view, view_from_arrays
+from embedcache.fusion.views import load_view, view_from_arrays
 from embedcache.store import open_store
 
 SMALL = {"dim": 64, "ff_dim": 256}

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = {"dim": 32, "ff_dim": 64}
 
 FIRST_IMPORTS = ["embedcache.fusion.train", "embedcache.fusion.classify", "embedcache.fusion.late_fusion",
-                 "embedcache.fusion.jobs", "embedcache.fusion.settings", "embedcache.fusion.views",
+                 "embedcache.fusion.jobs", "embedcache.fusion.settings", "embedcache.fusion.pairings",
                  "embedcache.tables.steps", "embedcache.cli"]
 
 
@@ -29,7 +29,7 @@ FIRST_IMPORTS = ["embedcache.fusion.train", "embedcache.fusion.classify", "embed
 def test_registrations_do_not_depend_on_what_was_imported_first(first: str) -> None:
     code = (f"import {first}\n"
             "from embedcache.fusion.settings import SETTINGS\n"
-            "from embedcache.fusion.views import PAIRINGS\n"
+            "from embedcache.fusion.pairings import PAIRINGS\n"
             "found = ['shapes-classify' in SETTINGS, 'shapes-text-image' in SETTINGS, 'multi-links' in PAIRINGS]\n"
             "from embedcache.fusion.trainers import trainer_for\n"
             "names = ['cbmf-add', 'mlp-concat', 'clfa', 'late-min-loss', 'late-fusion', 'majority']\n"

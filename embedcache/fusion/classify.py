@@ -35,6 +35,7 @@ from embedcache.fusion.heads import HEADS, HeadSpec, create_head
 from embedcache.fusion.heads import clfa as _clfa  # noqa: F401  registers clfa and cross-attention
 from embedcache.fusion.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classifier_names
 from embedcache.fusion.jobs import TRAINERS, DataSpec, TrainCfg, Trainer, TrainJob
+from embedcache.fusion.pairings import join
 from embedcache.fusion.runs import Run, save_run
 from embedcache.fusion.settings import SettingSpec
 from embedcache.fusion.train import (
@@ -48,7 +49,7 @@ from embedcache.fusion.train import (
     run_inputs,
     say_streamed,
 )
-from embedcache.fusion.views import PairData, View, join, load_view
+from embedcache.fusion.views import PairData, View, load_view
 from embedcache.registry import Registry
 from embedcache.store import open_store
 

@@ -20,7 +20,7 @@ class SettingSpec:
     name: str
     dataset: str
     backbones: tuple[str, ...]
-    pairing: str  # a views.PAIRINGS name, or "mined" (pairs from embedcache.fusion.mining)
+    pairing: str  # a pairings.PAIRINGS name, or "mined" (pairs from embedcache.fusion.mining)
     miner: str | None = None  # backbone of the store the pairs are mined from
     threshold: float = 0.7
     description: str = ""

@@ -25,9 +25,10 @@ from embedcache.errors import BadInputError, UserError
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.heads import HEADS, Head, HeadSpec, create_head
 from embedcache.fusion.jobs import TRAINERS, DataSpec, TrainCfg, Trainer, TrainJob
+from embedcache.fusion.pairings import join
 from embedcache.fusion.runs import Run, find_run, make_run_id, save_run
 from embedcache.fusion.settings import SETTINGS, SettingSpec
-from embedcache.fusion.views import Epoch, PairData, join, load_view
+from embedcache.fusion.views import Epoch, PairData, load_view
 from embedcache.paths import store_path
 
 __all__ = ["SETTINGS", "FitResult", "SettingSpec", "StoresMissingError", "TrainCfg", "fit", "fit_alignment"]
