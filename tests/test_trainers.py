@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from embedcache.fingerprint import fingerprint
 from embedcache.fusion.runs import make_run_id
 from embedcache.fusion.trainers import DataSpec, RunOptions, TrainCfg, fit_run, trainable, trainer_for
+from embedcache.paths import Paths
 from embedcache.registry import UnknownNameError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -79,7 +80,7 @@ def test_cli_pipeline_and_python_train_the_same_run(tmp_path: Path, monkeypatch:
     cli = json.loads(next((tmp_path / "cli" / "runs").glob("*/run.json")).read_text())
     spec = RunSpec("cbmf", "cbmf-add", dataset="toy", backbones=("image", "text-a"), train={"epochs": 3},
                    options=SMALL)
-    piped = train_run(spec, 0, StepContext(toy.data_dir, tmp_path / "pipeline"))[""]
+    piped = train_run(spec, 0, StepContext(Paths(toy.data_dir, tmp_path / "pipeline")))[""]
     direct = fit_run("cbmf-add", DataSpec(dataset="toy", backbones=("image", "text-a")), TrainCfg(epochs=3),
                      RunOptions(data_dir=toy.data_dir, runs_root=tmp_path / "python", progress=False), SMALL)[""]
     assert cli["run_id"] == piped.id == direct.id == make_run_id("cbmf-add", _old_alignment_key(cli))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from embedcache.datasets import DATASETS
 from embedcache.errors import UserError
 from embedcache.fingerprint import fingerprint
-from embedcache.paths import store_path
+from embedcache.paths import Paths, store_path
 
 if TYPE_CHECKING:
     from embedcache.fusion.runs import Run
@@ -159,12 +159,19 @@ def extract_command(st: StoreSpec, data_dir: str | Path | None = None, force: bo
 class StepContext:
     """Where a pipeline's steps read and write, and the runs finished so far ((run id, seed) -> runs)."""
 
-    data_dir: str | Path | None
-    runs_root: Path
+    paths: Paths
     device: str | None = None
     progress: bool = False
     done: dict[tuple[str, int], dict[str, Run]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.data_dir
+
+    @property
+    def runs_root(self) -> Path:
+        return self.paths.runs_dir
 
 
 def run_settings(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Any]:
