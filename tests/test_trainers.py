@@ -88,14 +88,27 @@ def test_cli_pipeline_and_python_train_the_same_run(tmp_path: Path, monkeypatch:
     assert cli["metrics"]["train"] == piped.metrics["train"] == direct.metrics["train"]
 
 
-def test_classifier_run_id_keeps_the_old_key(tmp_path: Path) -> None:
+def test_classifier_late_fusion_and_floor_run_ids_keep_the_old_keys(tmp_path: Path) -> None:
     from test_heads_mlp import make_task_stores
 
+    from embedcache.tables.spec import RunSpec
+    from embedcache.tables.steps import StepContext, train_run
+
     make_task_stores(tmp_path, "single", shared_ids=True, sizes={"train": 30, "val": 12, "test": 12})
-    run = fit_run("mlp-concat", DataSpec(dataset="task", backbones=("text", "image")), TrainCfg(epochs=2),
-                  RunOptions(data_dir=tmp_path, runs_root=tmp_path / "runs", progress=False))[""]
+    data, cfg = DataSpec(dataset="task", backbones=("text", "image")), TrainCfg(epochs=2)
+    run_opts = RunOptions(data_dir=tmp_path, runs_root=tmp_path / "runs", progress=False)
+    run = fit_run("mlp-concat", data, cfg, run_opts)[""]
     rec = run.record
-    data = {k: v for k, v in rec["data"].items() if k != "test"}  # the key's `data`: train, val, pairing
     key = {"head": rec["head"], "train": {**rec["train"], "drop_last": False},
-           "inputs": [[i["fingerprint"], i["tokens"]] for i in rec["inputs"]], "data": data, "test": "test"}
+           "inputs": [[i["fingerprint"], i["tokens"]] for i in rec["inputs"]],
+           "data": {k: v for k, v in rec["data"].items() if k != "test"}, "test": "test"}
     assert run.id == make_run_id("mlp-concat", key) and fingerprint(key, 12) == run.id.rsplit("-", 1)[1]
+    late = fit_run("late-average", data, cfg, run_opts)
+    assert list(late) == ["late-average"]
+    rec = late["late-average"].record
+    assert rec["run_id"] == make_run_id("late-average", {"components": rec["components"], "options": rec["options"]})
+    floor = train_run(RunSpec("floor", trainer="majority", dataset="task", backbones=("text",),
+                              train={"test_split": "val"}), 0, StepContext(Paths(tmp_path, tmp_path / "res")))[""]
+    opts = {"train_split": "train", "test_split": "val"}  # old: {"train_split": "train", "test_split": "test", **train}
+    assert floor.id == make_run_id("majority", {"inputs": [i["fingerprint"] for i in floor.inputs], "options": opts})
+    assert floor.record["data"]["test_rows"] == 12
