@@ -27,19 +27,19 @@ _WINDOW_BYTES = 64 << 20  # rows copied per step while merging: bounds memory, n
 _SHARD_RE = re.compile(r"^(\d+)\.h5$")
 
 
-class StoreError(RuntimeError):
-    """Base class of store errors."""
+class StoreError(UserError, RuntimeError):
+    """Base class of store errors: each says what is wrong with which store and how to fix it."""
 
 
-class StaleStoreError(UserError, StoreError):
+class StaleStoreError(StoreError):
     """The store on disk was built with different settings (names the changed attrs)."""
 
 
-class StoreLockedError(UserError, StoreError):
+class StoreLockedError(StoreError):
     """Another live writer holds the lock of this part (names its pid and the lock file)."""
 
 
-class IncompleteStoreError(UserError, StoreError):
+class IncompleteStoreError(StoreError):
     """Only shards exist, no final file yet (says how many, and to rerun extract to resume)."""
 
 
