@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from embedcache.backbones import offline
-from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
+from embedcache.backbones.base import ADAPTERS, PREFIXES, BackboneSpec, Encoder, EncoderOutput
 from embedcache.backbones.common import (
     WEIGHT_NAMES,
     WeightsNotFoundError,
@@ -207,3 +207,7 @@ def prefixed_spec(rest: str) -> BackboneSpec:
     """`timm:<name[.tag] or local folder>`; `@<file>` is split off by create_encoder as the weights."""
     return BackboneSpec(name=f"timm:{rest}", modality="image", library="timm", model_id=rest,
                         pooling="pre-logits", description="any timm image model")
+
+
+ADAPTERS.register("timm:image", create)
+PREFIXES.register("timm", prefixed_spec)

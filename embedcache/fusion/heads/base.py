@@ -103,7 +103,7 @@ class Head(nn.Module):
 
     @classmethod
     def setting_for(cls, name: str) -> str:
-        """The default training setting (see `embedcache.fusion.train.SETTINGS`) of the head registered as `name`."""
+        """The default training setting (see `embedcache.fusion.settings.SETTINGS`) of the head registered as `name`."""
         return cls.default_setting
 
     @property
