@@ -22,7 +22,7 @@ from pathlib import Path
 
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
-from embedcache.datasets.common import check_choice, decode, find_root, read_lines, require_file
+from embedcache.datasets.common import check_choice, contained_item, decode, find_root, read_lines, require_file
 
 IMAGES = "Flicker8k_Dataset"  # the published folder name, misspelt
 TEXT = "Flickr8k_text"
@@ -66,7 +66,7 @@ class Flickr8k(Dataset):
         names = self._split_images(require_file(text_dir / SPLIT_FILES[split], "Flickr8k split list",
                                                 "It is part of Flickr8k_text.zip."))
         captions = _read_tokens(text_dir / TOKENS)
-        images = [Item(id=n, image=str(images_dir / n)) for n in names]
+        images = [contained_item(images_dir, n, Item(id=n)) for n in names]
         texts = [it for n in names for it in captions.get(n, [])]
         return Split(split, images, texts)
 

@@ -230,10 +230,10 @@ MAGIC = {
 def _unidentified_reason(head: bytes) -> str:
     for magic, fmt in MAGIC.items():
         if head.startswith(magic):
-            return f"unreadable {fmt} header (truncated or corrupt file; first bytes {head!r})"
+            return f"unreadable {fmt} header (truncated or corrupt file)"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return f"unreadable WEBP header (truncated or corrupt file; first bytes {head!r})"
-    return f"not a recognised image format (first bytes {head!r})"
+        return "unreadable WEBP header (truncated or corrupt file)"
+    return f"not a recognised image format ({len(head)}-byte header matches no image signature)"
 
 
 def _os_error_reason(err: OSError, fp: io.BytesIO | Path) -> str:
