@@ -13,7 +13,7 @@ from embedcache import __version__
 from embedcache.backbones import create_encoder, resolve_spec
 from embedcache.backbones.base import Encoder
 from embedcache.datasets import Dataset, Split, create_dataset
-from embedcache.paths import store_path
+from embedcache.paths import safe_name, store_path
 from embedcache.store import DTYPES
 
 OnError = Literal["fail", "skip"]
@@ -74,6 +74,7 @@ def plan_extraction(
     """Load the dataset's splits and the encoder, and compute the store's attributes (its fingerprint)."""
     if dtype not in DTYPES:
         raise ExtractError(f"--dtype {dtype!r} is not a store dtype; use one of {', '.join(DTYPES)}")
+    safe_name(store_name or dataset, "store name (--name)")  # before hours of work, not at the first write
     spec = resolve_spec(model)
     ds = create_dataset(dataset, root=root, **(dataset_options or {}))
     if spec.modality not in ds.modalities:

@@ -129,6 +129,9 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
             lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with (the scheduler may lower it below)
             train_loss = _train_epoch(head, train, batches, opt, display)
             val_loss = evaluate_loss(head, val, cfg.batch_size, cfg.seed)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):  # NaN in a store, or a diverging lr
+                raise ValueError(f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}); nothing "
+                                 "was saved. Check the stores with `embedcache verify`, or lower --lr")
             sched.step(val_loss)
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,

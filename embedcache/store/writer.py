@@ -18,15 +18,16 @@ import h5py
 import numpy as np
 
 from embedcache.fingerprint import fingerprint
+from embedcache.store.integrity import check_final, shard_damage
 from embedcache.store.layout import (
     DTYPES,
+    DamagedStoreError,
     ShardData,
     StoreError,
     StoreLockedError,
     _check_shard,
     _count_shards,
     _extract_cmd,
-    _read_attrs,
     _read_pairs,
     _shard_files,
     _stale_error,
@@ -124,7 +125,7 @@ class StoreWriter:
 
     def _reconcile_manifest(self) -> None:
         manifest = self.parts / "manifest.json"
-        old = json.loads(manifest.read_text()) if manifest.exists() else {}
+        old = _read_manifest(manifest)
         if old.get("fingerprint") == self.fingerprint:
             return
         busy = self._other_writers()
@@ -168,8 +169,12 @@ class StoreWriter:
         """True if the final file exists with our fingerprint; False if absent, or stale and force is set."""
         if not self.path.exists():
             return False
-        with h5py.File(self.path, "r") as f:
-            old = _read_attrs(f)
+        try:
+            old = check_final(self.path)
+        except DamagedStoreError:
+            if self.force:  # whatever state the file is in, --force rebuilds it
+                return False
+            raise
         if old.get("fingerprint") == self.fingerprint:
             return True
         if self.force:
@@ -184,8 +189,15 @@ class StoreWriter:
             return split in f
 
     def done_shards(self, split: str) -> set[int]:
-        """Indices of the shards of this split already on disk (written by any part)."""
-        return set(_shard_files(self.parts / split))
+        """Indices of the shards of this split already on disk (written by any part). A shard that does not open
+        or lacks its datasets (damaged on disk: shards appear only whole) is deleted, so it is encoded again."""
+        done = set()
+        for index, shard in _shard_files(self.parts / split).items():
+            if shard_damage(shard):
+                shard.unlink(missing_ok=True)
+            else:
+                done.add(index)
+        return done
 
     def write_shard(self, split: str, index: int, data: ShardData) -> None:
         """Write one shard atomically: to ``<index:06d>.h5.tmp``, fsync, then rename into place."""
@@ -228,6 +240,11 @@ class StoreWriter:
 
     def _check_shard_fingerprints(self, files: list[Path]) -> None:
         for p in files:
+            damage = shard_damage(p)
+            if damage:
+                p.unlink(missing_ok=True)
+                raise StoreError(f"shard {p} is damaged ({damage}); it was deleted: rerun `{_extract_cmd(self.path)}` "
+                                 "to encode it again")
             with h5py.File(p, "r") as f:
                 found = f.attrs.get("fingerprint")
             if found != self.fingerprint:
@@ -289,10 +306,22 @@ class StoreWriter:
 
 
 def _final_fingerprint(path: Path) -> str | None:
+    """The fingerprint of a sound final file; None when it is absent or damaged (it is then never kept)."""
     if not path.exists():
         return None
-    with h5py.File(path, "r") as f:
-        return f.attrs.get("fingerprint")
+    try:
+        return check_final(path).get("fingerprint")
+    except DamagedStoreError:
+        return None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The parts' manifest, or {} when absent or unreadable (its shards are then discarded as of other settings)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
 
 
 @contextmanager
