@@ -1,10 +1,10 @@
 """Store integrity: what is wrong with a store file, one line per problem.
 
 Two depths. `structure_problems` is cheap (attributes, the fingerprint recomputed from them, the datasets and
-their shapes, the token offsets): the writer runs it before trusting a final file, readers before opening one
-and `ls` to mark a store damaged. `value_problems` reads every array (unique ids, finite values, monotone
-offsets, the sha256 of pooled/tokens recorded at write time): `embedcache verify` runs both. A damaged store is
-never repaired in place; `extract --force` rebuilds it from the raw data (the messages say so).
+their shapes, the token offsets, unique ids): the writer runs it before trusting a final file, readers before
+opening one and `ls` to mark a store damaged. `value_problems` reads every array (finite values, the sha256 of
+pooled/tokens recorded at write time): `embedcache verify` runs both. A damaged store is never repaired in
+place; `extract --force` rebuilds it from the raw data (the messages say so).
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ def _split_structure(g: Any, attrs: dict[str, Any]) -> list[str]:
         return [f"lacks {', '.join(missing)}"]
     n, pooled = g["ids"].shape[0] if g["ids"].ndim == 1 else -1, g["pooled"]
     problems = []
+    ids = g["ids"].asstr()[()].tolist()
+    if len(set(ids)) != len(ids):  # joins by id would silently pick one of the rows
+        dupes = sorted(i for i, c in Counter(ids).items() if c > 1)
+        problems.append(f"{len(dupes)} duplicate id(s), e.g. {dupes[:3]}")
     if pooled.ndim != 2 or pooled.shape[0] != n:
         problems.append(f"pooled has shape {pooled.shape}, expected ({n}, D) for {n} ids")
     for key in ("labels", "links"):
@@ -102,14 +106,10 @@ def _offset_problems(offsets: h5py.Dataset, tokens: h5py.Dataset, n: int) -> lis
 
 
 def value_problems(f: h5py.File) -> list[str]:
-    """Checks that read every array: unique ids, finite pooled/tokens/scores, recorded sha256 checksums."""
+    """Checks that read every array: finite pooled/tokens/scores, the sha256 checksums recorded at write time."""
     problems = []
     for name in sorted(f):
         g = f[name]
-        ids = g["ids"].asstr()[()]
-        dupes = sorted(i for i, c in Counter(ids.tolist()).items() if c > 1)
-        if dupes:
-            problems.append(f"split {name!r}: {len(dupes)} duplicate id(s), e.g. {dupes[:3]}")
         recorded = json.loads(g.attrs.get(CHECKSUM_ATTR, "{}"))
         for key in ("pooled", "tokens"):
             if key in g:
