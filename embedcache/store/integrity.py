@@ -142,12 +142,16 @@ def verify_store(path: Path) -> list[str]:
     if not path.exists():
         return problems + (["no final file (an unfinished extraction: rerun extract to resume)"]
                            if parts_dir(path).is_dir() else ["no such store"])
+    return problems + final_problems(path)
+
+
+def final_problems(path: Path) -> list[str]:
+    """The problems of a final store file: structure first, then (when that is sound) every value."""
     try:
         with h5py.File(path, "r") as f:
-            found = structure_problems(f)
-            return problems + (found or value_problems(f))
+            return structure_problems(f) or value_problems(f)
     except _UNREADABLE as exc:  # a cut or flipped file, or a dataset of the wrong kind deep in a split
-        return problems + [f"not a readable HDF5 file (truncated or corrupt: {type(exc).__name__}: {exc})"]
+        return [f"not a readable HDF5 file (truncated or corrupt: {type(exc).__name__}: {exc})"]
 
 
 def shard_problems(pdir: Path) -> list[str]:

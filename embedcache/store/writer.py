@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from embedcache.fingerprint import fingerprint
-from embedcache.store.integrity import check_final, shard_damage
+from embedcache.store.integrity import check_final, final_problems, shard_damage
 from embedcache.store.layout import (
     DTYPES,
     DamagedStoreError,
@@ -104,6 +104,7 @@ class StoreWriter:
         self._lock_fd: int | None = self._lock_part()
         try:
             with _locked(self.parts / "merge.lock"):
+                self._drop_damaged_final()
                 self._reconcile_manifest()
                 self._drop_leftovers()
             self._drop_own_tmp()
@@ -139,6 +140,12 @@ class StoreWriter:
         tmp = self.parts / f"manifest.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "attrs": self.attrs}, sort_keys=True, indent=1))
         _replace(tmp, manifest)  # after the discard: a kill in between discards the rest next time
+
+    def _drop_damaged_final(self) -> None:
+        """With force, a final file of this very fingerprint is kept only if every value checks out (finite, the
+        recorded sha256): --force rebuilds whatever state the file is in, at the cost of one read of it."""
+        if self.force and _final_fingerprint(self.path) == self.fingerprint and final_problems(self.path):
+            self.path.unlink()
 
     def _drop_leftovers(self) -> None:
         """What a kill can leave behind (call under the merge lock, so no merge is running): half-built final
