@@ -46,7 +46,7 @@ def extract(
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter("--on-error must be 'fail' or 'skip'")
-    k, n = (int(x) for x in part.split("/"))
+    k, n = parse_part(part)
     bars = progress()
     with user_errors(), bars:
         path, reports = run_extract(
@@ -56,6 +56,15 @@ def extract(
             dtype=dtype, part=(k, n), shard_size=shard_size, progress=_bar_factory(bars),
         )
     _extract_summary(path, reports)
+
+
+def parse_part(part: str) -> tuple[int, int]:
+    """--part K/N as (k, n) with 0 <= k < n, else a usage error with an example."""
+    k, sep, n = part.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise typer.BadParameter(f"expects K/N with 0 <= K < N (process K of N, e.g. 0/4); found {part!r}",
+                                 param_hint="--part")
+    return int(k), int(n)
 
 
 def _bar_factory(bars: Progress):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,17 @@ DATASETS: Registry[type[Dataset]] = Registry("dataset")
 
 
 def create_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
-    """Instantiate the registered adapter `name` over `root` (None: its default locations)."""
-    return DATASETS.get(name)(root=root, **options)
+    """Instantiate the registered adapter `name` over `root` (None: its default locations); an option the adapter
+    does not take is a ValueError listing the ones it does."""
+    cls = DATASETS.get(name)
+    params = inspect.signature(cls.__init__).parameters
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    known = [p for p, v in params.items() if v.kind in named and p not in ("self", "root")]
+    unknown = sorted(set(options) - set(known))
+    if unknown and not any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
+        raise ValueError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; its options: "
+                         f"{', '.join(known) or '(none)'} (-o KEY=VALUE)")
+    return cls(root=root, **options)
 
 
 # Importing the modules fills the registry.

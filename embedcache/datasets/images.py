@@ -296,6 +296,11 @@ def check_text(text: str | None, item_id: str) -> str:
         raise BadItemError(item_id, f"caption contains U+FFFD replacement characters (first at char {pos})")
     if "\x00" in stripped:
         raise BadItemError(item_id, f"caption contains NUL characters (first at char {stripped.index(chr(0))})")
+    try:  # a lone surrogate (valid JSON "\\udcff") has no UTF-8 form: tokenizers raise on it mid-batch
+        stripped.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadItemError(item_id, f"caption contains a lone surrogate U+{ord(stripped[err.start]):04X} at char "
+                                    f"{err.start} (not encodable text)") from None
     return stripped
 
 

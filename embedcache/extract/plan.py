@@ -13,6 +13,7 @@ from embedcache import __version__
 from embedcache.backbones import create_encoder, resolve_spec
 from embedcache.backbones.base import Encoder
 from embedcache.datasets import Dataset, Split, create_dataset
+from embedcache.devices import resolve_device
 from embedcache.paths import safe_name, store_path
 from embedcache.store import DTYPES
 
@@ -83,7 +84,7 @@ def plan_extraction(
             f"see `embedcache models` for the {'/'.join(ds.modalities)} backbones"
         )
     splits = {name: _limit(ds.load_split(name), limit) for name in ds.splits()}
-    dev = torch.device(device or default_device())
+    dev = resolve_device(device)
     encoder = create_encoder(model, pooling=pooling, weights=weights, device=dev)
     name = store_name or dataset
     attrs = {

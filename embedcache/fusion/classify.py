@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.devices import resolve_device
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.export import embed
@@ -271,7 +272,7 @@ def train_classifier(
     run_id, done = find_or_seed(head, key, seed=seed, force=force, runs_root=runs_root)
     if done is not None:
         return done
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     model: ClassifierHead = create_head(spec)
     model.prepare(train_data)  # closed-form parts (PCA) from the training rows, before anything moves
     model.to(dev)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from embedcache import evaluate as ev
+from embedcache.devices import resolve_device
 from embedcache.fusion.export import encode_view
 from embedcache.fusion.heads import Head
 from embedcache.fusion.runs import Run, open_run
@@ -38,7 +39,7 @@ class Context:
                  ram_budget: int | None = None) -> None:
         self.run, self.data_dir, self.ram_budget = run, data_dir, ram_budget
         self.dataset = dataset or run.inputs[0]["dataset"]
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         self.head: Head = run.load_head(self.device)
 
     def side(self, modality: str, nth: int = 0) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.devices import resolve_device
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.heads import HEADS, Head, HeadSpec, create_head
 from embedcache.fusion.runs import Run, find_run, make_run_id, save_run
@@ -40,6 +41,11 @@ class TrainCfg:
     early_stop_patience: int = 5
     seed: int = 0
     drop_last: bool = True  # a ragged last batch of a few items is a poor contrastive step
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or self.epochs < 1:
+            raise ValueError(f"training needs --lr > 0 (found {self.lr}), weight decay >= 0 (found "
+                             f"{self.weight_decay}) and --epochs >= 1 (found {self.epochs})")
 
 
 @dataclass
@@ -326,7 +332,7 @@ def train(
     run_id, done = find_or_seed(head, key, seed=seed, force=force, runs_root=runs_root)
     if done is not None:
         return done
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     model = create_head(spec).to(dev)
     if progress:
         say_streamed(train_data, val_data)

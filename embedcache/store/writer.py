@@ -4,6 +4,7 @@ splits into a temporary file renamed over the store (see embedcache/store/__init
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -221,8 +222,9 @@ class StoreWriter:
         split_dir.mkdir(exist_ok=True)
         final = split_dir / f"{index:06d}.h5"
         tmp = split_dir / f"{index:06d}.h5.tmp"
-        _write_shard_file(tmp, arrays, {"fingerprint": self.fingerprint, "split": split, "index": index})
-        _replace(tmp, final)
+        with _cleaned_up(tmp):
+            _write_shard_file(tmp, arrays, {"fingerprint": self.fingerprint, "split": split, "index": index})
+            _replace(tmp, final)
 
     def finish_split(self, split: str, num_shards: int,
                      pairs: tuple[list[str], list[str], np.ndarray] | None = None) -> bool:
@@ -262,7 +264,7 @@ class StoreWriter:
     def _merge(self, split: str, shard_files: list[Path], pairs: tuple | None) -> None:
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         keep = self._final_usable()  # a stale final (force) contributes nothing
-        with h5py.File(self.path, "r") if keep else _no_file() as old, h5py.File(tmp, "w") as out:
+        with _cleaned_up(tmp), h5py.File(self.path, "r") if keep else _no_file() as old, h5py.File(tmp, "w") as out:
             # sorted: the bytes must not depend on the order in which splits were finished
             names = sorted({split, *(old.keys() if old is not None else ())})
             for name in names:
@@ -271,7 +273,8 @@ class StoreWriter:
                 else:
                     _write_split(out.create_group(name), [old[name]], _read_pairs(old[name]), self._dtype)
             _write_attrs(out, {**self.attrs, "fingerprint": self.fingerprint, "complete": True})
-        _replace(tmp, self.path)
+            out.close()  # before the rename, inside the clean-up
+            _replace(tmp, self.path)
 
     def _drop_shards(self, split: str) -> None:
         d = self.parts / split
@@ -334,4 +337,21 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 @contextmanager
 def _no_file() -> Iterator[None]:
     yield None
+
+
+@contextmanager
+def _cleaned_up(tmp: Path) -> Iterator[None]:
+    """Remove `tmp` if the block fails (a full disk, a kill signal turned exception): no temp file is left. An
+    OSError becomes a StoreError saying what to free; finished shards and the old final file stay as they were."""
+    try:
+        yield
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            full = exc.errno == errno.ENOSPC or "No space left" in str(exc)
+            why = "the disk is full" if full else (exc.strerror or str(exc))
+            raise StoreError(f"cannot write {tmp.name} in {tmp.parent}: {why}; nothing partial was left behind. "
+                             f"{'Free space there' if full else 'Fix that'} and rerun extract: finished shards are "
+                             "kept and it resumes") from None
+        raise
 
