@@ -62,6 +62,10 @@ class _CifarBase(Dataset):
         return find_root(self.name, self.root, [f"{f.folder}/{f.meta}"], layout,
                          f"embedcache download {self.name}") / f.folder
 
+    def source_files(self) -> dict[str, list[Path]]:
+        f = self.files  # the batches hold the labels: hashed whole (about 180 MB)
+        return {name: [self._folder() / name] for name in f.train + f.test + (f.meta,)}
+
     def _read(self, name: str) -> dict[str, Any]:
         """One pickled dict of the release, through the restricted unpickler."""
         fix = f"expected the {name} file of the python-pickle release (embedcache download {self.name})"

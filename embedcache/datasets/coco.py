@@ -59,6 +59,12 @@ class Coco(Dataset):
     def splits(self) -> list[str]:
         return ["train", "val"]
 
+    def source_files(self) -> dict[str, list[Path]]:
+        ann = self._root() / "annotations"
+        kinds = ("captions", "instances") if self._options["labels"] else ("captions",)
+        names = [f"{kind}_{split}{self._options['year']}.json" for kind in kinds for split in self.splits()]
+        return {name: [ann / name] for name in names}
+
     @property
     def classes(self) -> tuple[str, ...]:
         if not self._options["labels"]:

@@ -13,6 +13,7 @@ Error policy of every adapter in this package (stage one relies on it):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -162,6 +163,30 @@ def contained_item(root: Path, name: str | Path, item: Item) -> Item:
         return replace(item, image=str(contained(root, name, item.id)))
     except BadItemError as exc:
         return replace(item, image=None, error=item.error or exc.reason)
+
+
+HASH_LIMIT = 64 << 20  # files up to this size are hashed; larger ones (COCO's instances files) by size and mtime
+
+
+def file_digests(groups: dict[str, Sequence[Path]]) -> dict[str, str]:
+    """label -> a 16-hex digest of the group's files: the sha256 of each file's name and bytes (its size and
+    mtime when over HASH_LIMIT), in name order. Absent files are left out. It goes into the store fingerprint."""
+    out = {}
+    for label, files in sorted(groups.items()):
+        digest, seen = hashlib.sha256(), 0
+        for path in sorted(Path(p) for p in files):
+            if not path.is_file():
+                continue
+            seen += 1
+            digest.update(f"{path.parent.name}/{path.name}\0".encode())
+            size = path.stat().st_size
+            if size <= HASH_LIMIT:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            else:
+                digest.update(f"{size}:{path.stat().st_mtime_ns}".encode())
+        if seen:
+            out[label] = digest.hexdigest()[:16]
+    return out
 
 
 def require_file(path: Path, what: str, fix: str) -> Path:

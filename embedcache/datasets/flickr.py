@@ -60,6 +60,10 @@ class Flickr8k(Dataset):
         raise DatasetFormatError(f"{root} has {IMAGES}/ but no {TOKENS} in {root / TEXT} or {root}; "
                                  f"unpack Flickr8k_text.zip into {root / TEXT} (embedcache download flickr8k).")
 
+    def source_files(self) -> dict[str, list[Path]]:
+        text_dir = self._paths()[1]
+        return {name: [text_dir / name] for name in (TOKENS, *SPLIT_FILES.values())}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         images_dir, text_dir = self._paths()

@@ -63,6 +63,10 @@ class ImageFolder(Dataset):
     def splits(self) -> list[str]:
         return list(self._split_dirs())
 
+    def source_files(self) -> dict[str, list[Path]]:
+        root = _given_root(self, FOLDER_LAYOUT, "pass --root <folder> and --name <store name>")
+        return {"captions (*.txt)": sorted(root.rglob("*.txt"))}
+
     @property
     def classes(self) -> tuple[str, ...]:
         names = {p.name for d in self._split_dirs().values() for p in d.iterdir()
@@ -133,6 +137,9 @@ class PairsTsv(Dataset):
 
     def splits(self) -> list[str]:
         return list(self._files())
+
+    def source_files(self) -> dict[str, list[Path]]:
+        return {path.name: [path] for path in self._files().values()}
 
     def load_split(self, split: str) -> Split:
         path = self._files()[check_choice("split", split, self.splits())]

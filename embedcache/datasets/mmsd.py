@@ -70,6 +70,10 @@ class Mmsd(Dataset):
         marker = "text/train.txt" if version == "1.0" else f"{JSON_DIRS[version]}/train.json"
         return find_root(self.name, self.root, [marker, "dataset_image"], LAYOUT, FIX, nested=("data",))
 
+    def source_files(self) -> dict[str, list[Path]]:
+        root = self._root()
+        return {f"{d}/": sorted(root.glob(f"{d}/*.*")) for d in ("text", *JSON_DIRS.values())}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         root = self._root()

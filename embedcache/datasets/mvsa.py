@@ -108,6 +108,10 @@ class _Mvsa(Dataset):
         image = majority([p[1] for p in pairs])
         return cells[0], combine(text, image)
 
+    def source_files(self) -> dict[str, list[Path]]:
+        root = self._root()
+        return {"labelResultAll.txt": [root / "labelResultAll.txt"], "data/*.txt": sorted(root.glob("data/*.txt"))}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         if self._parts is None:

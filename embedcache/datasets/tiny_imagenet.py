@@ -78,6 +78,10 @@ class TinyImageNet(Dataset):
             raise DatasetFormatError(f"{path}: no names for wnid(s) {', '.join(missing[:5])} of wnids.txt")
         return tuple(names[w] for w in self.wnids())
 
+    def source_files(self) -> dict[str, list[Path]]:
+        root = self._root()
+        return {name: [root / name] for name in ("wnids.txt", "words.txt", "val/val_annotations.txt")}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         index = {w: i for i, w in enumerate(self.wnids())}

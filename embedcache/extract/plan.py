@@ -13,6 +13,7 @@ from embedcache import __version__
 from embedcache.backbones import create_encoder, resolve_spec
 from embedcache.backbones.base import Encoder
 from embedcache.datasets import Dataset, Split, create_dataset
+from embedcache.datasets.common import file_digests
 from embedcache.devices import resolve_device
 from embedcache.paths import safe_name, store_path
 from embedcache.store import DTYPES
@@ -104,6 +105,9 @@ def plan_extraction(
         "shard_size": shard_size,
         "embedcache_version": __version__,
     }
+    sources = file_digests(ds.source_files())
+    if sources:  # only datasets read from files: the stores of generated ones keep their fingerprints
+        attrs["dataset_files"] = sources
     return ExtractPlan(ds, encoder, splits, store_path(name, model, data_dir), attrs, dev)
 
 
