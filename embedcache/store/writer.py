@@ -222,6 +222,8 @@ class StoreWriter:
         split_dir.mkdir(exist_ok=True)
         final = split_dir / f"{index:06d}.h5"
         tmp = split_dir / f"{index:06d}.h5.tmp"
+        _ensure_space(tmp, sum(getattr(v, "nbytes", 0) for v in arrays.values())
+                      + sum(len(s) + 16 for s in arrays["ids"]) + 64 * len(arrays["skipped"]))
         with _cleaned_up(tmp):
             _write_shard_file(tmp, arrays, {"fingerprint": self.fingerprint, "split": split, "index": index})
             _replace(tmp, final)
@@ -264,6 +266,7 @@ class StoreWriter:
     def _merge(self, split: str, shard_files: list[Path], pairs: tuple | None) -> None:
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         keep = self._final_usable()  # a stale final (force) contributes nothing
+        _ensure_space(tmp, sum(p.stat().st_size for p in shard_files) + (self.path.stat().st_size if keep else 0))
         with _cleaned_up(tmp), h5py.File(self.path, "r") if keep else _no_file() as old, h5py.File(tmp, "w") as out:
             # sorted: the bytes must not depend on the order in which splits were finished
             names = sorted({split, *(old.keys() if old is not None else ())})
@@ -347,11 +350,23 @@ def _cleaned_up(tmp: Path) -> Iterator[None]:
         yield
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            full = exc.errno == errno.ENOSPC or "No space left" in str(exc)
-            why = "the disk is full" if full else (exc.strerror or str(exc))
-            raise StoreError(f"cannot write {tmp.name} in {tmp.parent}: {why}; nothing partial was left behind. "
-                             f"{'Free space there' if full else 'Fix that'} and rerun extract: finished shards are "
-                             "kept and it resumes") from None
+        full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in str(exc)
+        if isinstance(exc, OSError) or full:  # h5py reports a failed flush as RuntimeError
+            raise _write_error(tmp, "the disk is full" if full else (getattr(exc, "strerror", None) or str(exc)),
+                               full) from None
         raise
+
+
+def _write_error(tmp: Path, why: str, full: bool) -> StoreError:
+    return StoreError(f"cannot write {tmp.name} in {tmp.parent}: {why}; nothing partial was left behind. "
+                      f"{'Free space there' if full else 'Fix that'} and rerun extract: finished shards are kept "
+                      "and it resumes")
+
+
+def _ensure_space(tmp: Path, need: int) -> None:
+    """Refuse before writing when the file system lacks `need` bytes (+20% and 256 KiB of HDF5 overhead): a
+    write that runs out of space half way makes h5py fail noisily while closing the file."""
+    free = shutil.disk_usage(tmp.parent).free
+    if free < need * 1.2 + (256 << 10):
+        raise _write_error(tmp, f"the disk is full (about {need:,} bytes needed, {free:,} free)", True)
 

@@ -233,9 +233,9 @@ def run_all(names: Sequence[str] | None = None, *, demo: bool | None = None, dir
         try:
             spec = load_pipeline(name)
         except (ValueError, FileNotFoundError) as exc:  # a spec error: its message says what to fix, no traceback
-            log.error("pipeline %s: %s", name, exc)
+            log.error("invalid pipeline spec: %s", exc)
             results.append(PipelineResult(Path(name).stem, status="failed", missing=[
-                Missing(f"the spec is invalid: {exc}", f"fix {name} and rerun `embedcache run {Path(name).stem}`")]))
+                Missing(f"the spec is invalid: {exc}", f"fix {name}, then: embedcache run {Path(name).stem}")]))
             continue
         try:
             results.append(run_pipeline(spec, data_dir=data_dir, results_dir=out_dir, seeds=seeds,
