@@ -43,8 +43,8 @@ class TrainCfg:
     drop_last: bool = True  # a ragged last batch of a few items is a poor contrastive step
 
     def __post_init__(self) -> None:
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or self.epochs < 1:
-            raise ValueError(f"training needs --lr > 0 (found {self.lr}), weight decay >= 0 (found "
+        if not (self.lr >= 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or self.epochs < 1:
+            raise ValueError(f"training needs a finite --lr >= 0 (found {self.lr}), weight decay >= 0 (found "
                              f"{self.weight_decay}) and --epochs >= 1 (found {self.epochs})")
 
 
