@@ -25,6 +25,7 @@ import numpy as np
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, find_root
+from embedcache.datasets.download import RemoteFile, Source, register_source
 from embedcache.datasets.safe_pickle import load_data_pickle
 
 
@@ -144,3 +145,11 @@ class Cifar100(_CifarBase):
 
     def _names_key(self) -> str:
         return f"{self._options['labels']}_label_names"
+
+
+# md5s as listed in torchvision/datasets/cifar.py
+KRIZ = "https://www.cs.toronto.edu/~kriz"
+register_source(
+    Source("cifar10", (RemoteFile(f"{KRIZ}/cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a"),)),
+    Source("cifar100", (RemoteFile(f"{KRIZ}/cifar-100-python.tar.gz", md5="eb9058c3a382ffc7106e4002c42a8d85"),)),
+)
