@@ -44,33 +44,16 @@ def train(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Stage two: train a head from the stores and write its run (one JSON + checkpoint under results/runs)."""
-    from embedcache.fusion.heads import HEADS
-    from embedcache.fusion.late_fusion import LATE_FUSIONS
+    from embedcache.fusion.trainers import DataSpec, RunOptions, TrainCfg, fit_run
 
-    common: dict[str, Any] = dict(
-        setting=setting, dataset=dataset, backbones=backbone or None, data_dir=use_data_dir(data_dir), seed=seed,
-        force=force,
-    )
-    fit: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
+    data = DataSpec(setting=setting, dataset=dataset, backbones=tuple(backbone or ()), tokens=tokens,
+                    ram_budget=_bytes(ram_budget))
+    run = RunOptions(data_dir=use_data_dir(data_dir), device=device, force=force)
+    options = {**parse_options(option), **({"targets": targets} if targets else {})}
     with user_errors():
-        if head in LATE_FUSIONS:
-            from embedcache.fusion.late_fusion import late_fusion
-
-            done = late_fusion([head], **common, **fit)
-            for run in done.values():
-                _print_run(run)
-            return
-        if getattr(HEADS.get(head), "task", "align") == "classify":
-            from embedcache.fusion.classify import train_classifier
-
-            run = train_classifier(head, **common, **fit, tokens=tokens, options=parse_options(option),
-                                   ram_budget=_bytes(ram_budget))
-        else:
-            from embedcache.fusion.train import train as run_train
-
-            run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=parse_options(option),
-                            ram_budget=_bytes(ram_budget))
-    _print_run(run)
+        done = fit_run(head, data, TrainCfg(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), run, options)
+    for result in done.values():
+        _print_run(result)
 
 
 def _print_run(run: Any) -> None:
@@ -105,13 +88,20 @@ def eval_(
     ram_budget: RamBudget = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
-    """Run an evaluation task on a trained run and record its metrics in the run's JSON."""
-    from embedcache.fusion.tasks import evaluate_run
+    """Run an evaluation task on a trained run and record its metrics in the run's JSON. Without `-o split=...`
+    a task evaluates the `test` split, or `val` when the stores have no `test` split; the output says which."""
+    from embedcache.fusion.runs import open_run
+    from embedcache.fusion.tasks import evaluate_run, metrics_key
 
     with user_errors():
         metrics = evaluate_run(run, task, dataset=dataset, data_dir=use_data_dir(data_dir), device=device,
                                ram_budget=_bytes(ram_budget), **parse_options(option))
-    table = Table("metric", "value", title=f"{task} on {run}")
+        done = open_run(run)
+        info = done.record.get("evals", {}).get(metrics_key(task, dataset or "", done.inputs[0]["dataset"]), {})
+    split = f" (split {info['split']!r})" if info.get("split") else ""
+    if info.get("split_chosen"):
+        out.print(info["split_chosen"])
+    table = Table("metric", "value", title=f"{task} on {run}{split}")
     for key, value in list(metrics.items())[:40]:
         table.add_row(key, f"{value:.4f}")
     out.print(table)
@@ -148,6 +138,9 @@ def pairs(
     model: Annotated[str, typer.Option("--model", "-m", help="The sentence-embedding store's backbone.")] = "minilm",
     threshold: Annotated[float, typer.Option("--threshold", help="Cosine threshold.")] = 0.7,
     split: Annotated[str, typer.Option("--split")] = "train",
+    scope: Annotated[str, typer.Option("--scope", help="'image': captions of the same image (the authors'); "
+                                       "'topk': each caption's --top-k nearest across images.")] = "image",
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Bound of --scope topk.")] = None,
     force: Annotated[bool, typer.Option("--force")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
@@ -155,9 +148,10 @@ def pairs(
     from embedcache.fusion.mining import ensure_pairs
 
     with user_errors():
-        mined = ensure_pairs(_store_ref(f"{dataset}/{model}", data_dir), split, threshold, force=force,
-                             data_dir=use_data_dir(data_dir))
-    out.print(f"{len(mined)} pairs with cosine >= {threshold} in {dataset}/{split} ({model})")
+        mined = ensure_pairs(_store_ref(f"{dataset}/{model}", data_dir), split, threshold, scope=scope, top_k=top_k,
+                             force=force, data_dir=use_data_dir(data_dir))
+    where = "within each image" if scope == "image" else f"top {top_k} per caption across images"
+    out.print(f"{len(mined)} pairs with cosine >= {threshold} {where} in {dataset}/{split} ({model})")
 
 
 def runs() -> None:
@@ -176,16 +170,10 @@ def runs() -> None:
 
 
 def heads() -> None:
-    """The registered heads and late fusions, with their default training settings."""
-    from embedcache.fusion.heads import HEADS
-    from embedcache.fusion.late_fusion import LATE_FUSIONS
+    """Every name `embedcache train` accepts (heads, late fusions, floors), its trainer and default setting."""
+    from embedcache.fusion.trainers import trainable
 
     table = Table("name", "kind", "default setting", "description")
-    for name in HEADS.names():
-        cls = HEADS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        table.add_row(name, getattr(cls, "task", "align"), cls.setting_for(name), doc)
-    for name in LATE_FUSIONS.names():
-        doc = (LATE_FUSIONS.get(name).__doc__ or "").strip().splitlines()
-        table.add_row(name, "late fusion", "mvsa-single-late", doc[0] if doc else "")
+    for name, trainer in trainable():
+        table.add_row(name, trainer.name, trainer.default_setting(name) or "-", trainer.describe(name))
     out.print(table)

@@ -13,6 +13,9 @@ Flickr8k_text.zip holds::
 The text files are looked for in ``<root>/Flickr8k_text/`` and in ``<root>/``. The token file lists captions
 of an image that is in no split file (``2258277193_586949ec62.jpg.1``); captions are kept only for images of
 the split being read. Image ids are the file names, caption ids the ``<file>#<n>`` keys (link = the file).
+The split ``all`` is every image of the token file that is on disk with all its captions (8,091 images, 40,455
+captions: the rows of the CBMF authors' captions.txt, which their Fig. 4 retrieval queries), whether or not
+a split file lists it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
-from embedcache.datasets.common import check_choice, decode, find_root, read_lines, require_file
+from embedcache.datasets.common import check_choice, contained_item, decode, find_root, read_lines, require_file
 from embedcache.datasets.download import RemoteFile, Source, register_source
 
 IMAGES = "Flicker8k_Dataset"  # the published folder name, misspelt
@@ -30,6 +33,7 @@ TEXT = "Flickr8k_text"
 TOKENS = "Flickr8k.token.txt"
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}
+ALL = "all"  # every captioned image on disk: the CBMF authors' Fig. 4 protocol
 LAYOUT = """\
 <root>/
   Flicker8k_Dataset/<image>.jpg         (from Flickr8k_Dataset.zip; note the spelling 'Flicker')
@@ -50,24 +54,31 @@ class Flickr8k(Dataset):
         super().__init__(root)
 
     def splits(self) -> list[str]:
-        return list(SPLIT_FILES)
+        return [*SPLIT_FILES, ALL]
 
     def _paths(self) -> tuple[Path, Path]:
         """(image folder, text folder)."""
-        root = find_root(self.name, self.root, [IMAGES], LAYOUT, "embedcache download flickr8k")
+        root = find_root(self.name, self.root, [IMAGES], LAYOUT, "embedcache download flickr8k", data_dir=self.data_dir)
         for text in (root / TEXT, root):
             if (text / TOKENS).is_file():
                 return root / IMAGES, text
         raise DatasetFormatError(f"{root} has {IMAGES}/ but no {TOKENS} in {root / TEXT} or {root}; "
                                  f"unpack Flickr8k_text.zip into {root / TEXT} (embedcache download flickr8k).")
 
+    def source_files(self) -> dict[str, list[Path]]:
+        text_dir = self._paths()[1]
+        return {name: [text_dir / name] for name in (TOKENS, *SPLIT_FILES.values())}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         images_dir, text_dir = self._paths()
-        names = self._split_images(require_file(text_dir / SPLIT_FILES[split], "Flickr8k split list",
-                                                "It is part of Flickr8k_text.zip."))
         captions = _read_tokens(text_dir / TOKENS)
-        images = [Item(id=n, image=str(images_dir / n)) for n in names]
+        if split == ALL:  # a token key without its image (the stray '...jpg.1') is no row of the authors' file
+            names = [n for n in captions if (images_dir / n).is_file()]
+        else:
+            names = self._split_images(require_file(text_dir / SPLIT_FILES[split], "Flickr8k split list",
+                                                    "It is part of Flickr8k_text.zip."))
+        images = [contained_item(images_dir, n, Item(id=n)) for n in names]
         texts = [it for n in names for it in captions.get(n, [])]
         return Split(split, images, texts)
 

@@ -7,7 +7,13 @@ positive counts as ranked above it, so degenerate embeddings (all equal) rank la
 
 R@k (CLIP_benchmark's "any positive in the top k") and the CBMF hit rate are the same quantity; the
 hit rate is reported on the paper's k grid, k = 100, 200, ..., 10,000 (the authors' retrieval.py uses
-`range(100, 10100, 100)`), with k clamped at the gallery size.
+`range(100, 10100, 100)`), and only for k below the gallery size (at or above it every query hits by
+construction, so such a k says nothing and is left out).
+
+`repeated_gallery_ranks` is the authors' Fig. 4 protocol (text_image/downstream_task/image_retrieval/
+retrieval.py): one gallery row per caption holding that caption's image (each image repeated once per
+caption), every caption a query whose answer is its OWN row. It is computed against the distinct images
+weighted by their row counts, so 40,455 x 40,455 costs 40,455 x 8,091 similarities, in chunks.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from embedcache.errors import BadInputError
 from embedcache.evaluate._common import ArrayLike, as_float, as_long, join
 
 DEFAULT_KS = (1, 5, 10)
@@ -50,11 +57,12 @@ def rank_metrics(
     ranks: ArrayLike, gallery_size: int, prefix: str, ks: Sequence[int] = DEFAULT_KS,
     hit_ks: Sequence[int] = DEFAULT_HIT_KS,
 ) -> dict[str, float]:
-    """Flat metrics from 1-based ranks (Q,): R@k and hit@k (fraction with rank <= min(k, gallery_size)),
-    median rank (numpy's median: the mean of the two middle ranks for an even count) and mean rank."""
+    """Flat metrics from 1-based ranks (Q,): R@k (fraction with rank <= min(k, gallery_size)), hit@k for each
+    k < gallery_size only, median rank (numpy's median: the mean of the two middle ranks for an even count) and
+    mean rank."""
     r = as_long(ranks).cpu()
     out = {join(prefix, f"R@{k}"): _within(r, k, gallery_size) for k in ks}
-    out.update({join(prefix, f"hit@{k}"): _within(r, k, gallery_size) for k in hit_ks})
+    out.update({join(prefix, f"hit@{k}"): _within(r, k, gallery_size) for k in hit_ks if k < gallery_size})
     out[join(prefix, "median_rank")] = float(np.median(r.numpy()))
     out[join(prefix, "mean_rank")] = float(r.double().mean())
     return out
@@ -82,6 +90,30 @@ def best_positive_ranks(
     return ranks.cpu()
 
 
+def repeated_gallery_ranks(
+    query: ArrayLike, images: ArrayLike, answer: ArrayLike, counts: ArrayLike, *, chunk_size: int | None = None
+) -> torch.Tensor:
+    """1-based ranks (Q,) int64 in a gallery where distinct image i (row of `images` (I, D)) fills counts[i] rows
+    and query q's answer is ONE of the rows of image answer[q] (its own caption row). Pessimistic on ties: the
+    other rows of the same image tie with the answer exactly and rank above it, so the rank is the number of
+    gallery rows scoring >= the answer: sum of counts[i] over images i with sim(q, i) >= sim(q, answer[q]).
+    (The authors' torch.topk breaks those ties in no stated order.) Memory: chunk_size x I similarities."""
+    q = F.normalize(as_float(query), dim=-1)  # (Q, D)
+    g = F.normalize(as_float(images, q.device), dim=-1)  # (I, D)
+    ans = as_long(answer).to(q.device)  # (Q,)
+    w = as_float(counts, q.device)  # (I,) rows per image
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or len(ans) != len(q) or len(w) != len(g):
+        raise ValueError(f"expected query (Q, D), images (I, D), answer (Q,), counts (I,); got {tuple(q.shape)}, "
+                         f"{tuple(g.shape)}, {tuple(ans.shape)}, {tuple(w.shape)}")
+    step = chunk_size or max(1, CHUNK_ELEMENTS // max(1, g.shape[0]))
+    ranks = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
+    for start in range(0, q.shape[0], step):
+        sims = q[start:start + step] @ g.T  # (c, I)
+        own = sims.gather(1, ans[start:start + step, None])  # (c, 1)
+        ranks[start:start + step] = ((sims >= own).to(w.dtype) @ w).round().long()
+    return ranks.cpu()
+
+
 def _chunk_ranks(sims: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Ranks for one block. sims (c, G); rows/cols (P,) index the block's positive pairs."""
     pos = sims[rows, cols]  # (P,) similarity of every positive pair
@@ -102,17 +134,17 @@ def _flatten(positives: Sequence[Sequence[int]], device: torch.device) -> tuple[
 
 def _check_shapes(q: torch.Tensor, g: torch.Tensor, positives: Sequence[Sequence[int]]) -> None:
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"expected query (Q, D) and gallery (G, D) with the same D; got {tuple(q.shape)} "
-                         f"and {tuple(g.shape)}")
+        raise BadInputError(f"expected query (Q, D) and gallery (G, D) with the same D; got {tuple(q.shape)} "
+                            f"and {tuple(g.shape)}")
     if len(positives) != q.shape[0]:
-        raise ValueError(f"positives has {len(positives)} entries but there are {q.shape[0]} queries")
+        raise BadInputError(f"positives has {len(positives)} entries but there are {q.shape[0]} queries")
     empty = [i for i, p in enumerate(positives) if len(p) == 0]
     if empty:
-        raise ValueError(f"{len(empty)} queries have no positive gallery item (first: query {empty[0]}); "
-                         "drop them before scoring, e.g. with positives_by_key on the linked ids")
+        raise BadInputError(f"{len(empty)} queries have no positive gallery item (first: query {empty[0]}); "
+                            "drop them before scoring, e.g. with positives_by_key on the linked ids")
     bad = [c for p in positives for c in p if not 0 <= c < g.shape[0]]
     if bad:
-        raise ValueError(f"positive index {bad[0]} is outside the gallery of {g.shape[0]} items")
+        raise BadInputError(f"positive index {bad[0]} is outside the gallery of {g.shape[0]} items")
 
 
 def positives_by_key(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable]) -> list[list[int]]:

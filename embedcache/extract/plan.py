@@ -14,7 +14,10 @@ from embedcache import __version__
 from embedcache.backbones import create_encoder, resolve_spec
 from embedcache.backbones.base import Encoder
 from embedcache.datasets import Dataset, Split, create_dataset
-from embedcache.paths import store_path
+from embedcache.datasets.common import file_digests
+from embedcache.devices import resolve_device
+from embedcache.errors import UserError
+from embedcache.paths import safe_name, store_path
 from embedcache.store import DTYPES
 
 OnError = Literal["fail", "skip"]
@@ -23,7 +26,7 @@ OnError = Literal["fail", "skip"]
 Progress = Callable[[str, int], Callable[..., None]]
 
 
-class ExtractError(RuntimeError):
+class ExtractError(UserError, RuntimeError):
     """An item could not be embedded under `--on-error fail` (names the item and the fix)."""
 
 
@@ -114,17 +117,18 @@ def plan_extraction(cfg: ExtractCfg) -> ExtractPlan:
     """Load the dataset's splits and the encoder, and compute the store's attributes (its fingerprint)."""
     if cfg.dtype not in DTYPES:
         raise ExtractError(f"--dtype {cfg.dtype!r} is not a store dtype; use one of {', '.join(DTYPES)}")
+    name = cfg.store_name or cfg.dataset
+    safe_name(name, "store name (--name)")  # before hours of work, not at the first write
     spec = resolve_spec(cfg.model)
-    ds = create_dataset(cfg.dataset, root=cfg.root, **dict(cfg.dataset_options))
+    ds = create_dataset(cfg.dataset, root=cfg.root, data_dir=cfg.data_dir, **dict(cfg.dataset_options))
     if spec.modality not in ds.modalities:
         raise ExtractError(
             f"{cfg.model!r} embeds {spec.modality}, but dataset {cfg.dataset!r} has only "
             f"{', '.join(ds.modalities)}; see `embedcache models` for the {'/'.join(ds.modalities)} backbones"
         )
-    splits = {name: _limit(ds.load_split(name), cfg.limit) for name in ds.splits()}
-    dev = torch.device(cfg.device or default_device())
+    splits = {s: _limit(ds.load_split(s), cfg.limit) for s in ds.splits()}
+    dev = resolve_device(cfg.device)
     encoder = create_encoder(cfg.model, pooling=cfg.pooling, weights=cfg.weights, device=dev)
-    name = cfg.store_name or cfg.dataset
     attrs = {
         "backbone": cfg.model,
         **encoder.describe(),
@@ -142,6 +146,9 @@ def plan_extraction(cfg: ExtractCfg) -> ExtractPlan:
         "shard_size": cfg.shard_size,
         "embedcache_version": __version__,
     }
+    sources = file_digests(ds.source_files())
+    if sources:  # only datasets read from files: the stores of generated ones keep their fingerprints
+        attrs["dataset_files"] = sources
     return ExtractPlan(ds, encoder, splits, store_path(name, cfg.model, cfg.data_dir), attrs, dev)
 
 

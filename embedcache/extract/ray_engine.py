@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from embedcache.datasets import Item
+from embedcache.errors import UserError
 from embedcache.extract.engine import encode_shards, run_plan, split_items
 from embedcache.extract.plan import (
     ExtractCfg,
@@ -36,11 +37,11 @@ from embedcache.extract.plan import (
     plan_extraction,
 )
 from embedcache.fingerprint import diff_keys
-from embedcache.paths import ENV_VAR, data_dir
+from embedcache.paths import data_dir
 from embedcache.store import ShardData, store_fingerprint
 
 INSTALL_HINT = "--ray needs Ray, which is not installed: pip install 'embedcache[ray]'"
-# Passed on to the workers when set on the driver: where raw data and offline weights are found.
+# Passed on to the workers when set on the driver: where weights are found and whether the hub may be asked.
 _ENV_PASSED = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME")
 MAX_LOSSES = 3  # a shard whose worker dies more often than this fails the run (a poison shard, not bad luck)
 
@@ -64,7 +65,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ExtractError(INSTALL_HINT) from None
+        raise ExtractError(INSTALL_HINT, fix="pip install 'embedcache[ray]'") from None
     return ray
 
 
@@ -183,7 +184,6 @@ class ShardPool:
         actor = self.ray.remote(num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker,
                                 max_restarts=-1, max_task_retries=0)(ShardWorker)
         env = {k: os.environ[k] for k in _ENV_PASSED if k in os.environ}
-        env[ENV_VAR] = str(data_dir().resolve())  # the datasets' default raw locations, as the driver sees them
         # CPU kernels (oneDNN convolutions) give other last bits with another thread count: workers use the
         # driver's, so that their numbers are those of this command run in one process here.
         threads = cluster.threads or torch.get_num_threads()
@@ -221,7 +221,7 @@ class ShardPool:
             return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
-            if isinstance(cause, Exception) and type(cause).__module__.startswith("embedcache."):
+            if isinstance(cause, UserError):
                 raise cause from None
             raise
 
