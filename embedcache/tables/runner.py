@@ -185,6 +185,7 @@ class AllResult:
     """The outcome of `run_all`: one PipelineResult per pipeline, in order."""
 
     results: list[PipelineResult]
+    report: Path | None = None  # results/index.html
 
     @property
     def not_run(self) -> list[PipelineResult]:
@@ -242,7 +243,18 @@ def run_all(names: Sequence[str] | None = None, *, demo: bool | None = None, dir
             if spec is not None:
                 failed.outputs = _try_write(spec, failed, out_dir)
             results.append(failed)
-    return AllResult(results)
+    return AllResult(results, report=_try_report(out_dir))
+
+
+def _try_report(out_dir: Path) -> Path | None:
+    """results/index.html over every manifest in `out_dir`; a failure to write it is logged, not raised."""
+    from embedcache.tables.report import write_report
+
+    try:
+        return write_report(out_dir)
+    except Exception:  # the tables are written; a broken page must not turn a finished run into a failure
+        log.exception("could not write the report page in %s", out_dir)
+        return None
 
 
 def _try_write(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:
