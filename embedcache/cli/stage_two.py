@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from embedcache.cli.common import out, parse_options, use_data_dir, user_errors
+from embedcache.cli.show import show_eval, show_trained
 
 Opt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Head option KEY=VALUE (repeatable).")]
 RamBudget = Annotated[float | None, typer.Option(
@@ -70,7 +71,7 @@ def train(
 
             run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=parse_options(option),
                             ram_budget=_bytes(ram_budget))
-    _print_run(run)
+        show_trained(run, data_dir=common["data_dir"], device=device)
 
 
 def _print_run(run: Any) -> None:
@@ -111,10 +112,7 @@ def eval_(
     with user_errors():
         metrics = evaluate_run(run, task, dataset=dataset, data_dir=use_data_dir(data_dir), device=device,
                                ram_budget=_bytes(ram_budget), **parse_options(option))
-    table = Table("metric", "value", title=f"{task} on {run}")
-    for key, value in list(metrics.items())[:40]:
-        table.add_row(key, f"{value:.4f}")
-    out.print(table)
+        show_eval(run, task, metrics, dataset=dataset)
 
 
 def embed(
