@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    head: Annotated[str, typer.Argument(help="A head (`embedcache heads`), e.g. cbmf-add, mlp-concat, late-min-loss.")],
+    head: Annotated[str, typer.Argument(help="A head (`embedcache heads`), e.g. cbmf-add, mlp-concat, late-min-loss, "
+                                             "or your own: path/to/my_heads.py:NAME (docs/own-head.md).")],
     setting: Annotated[str | None, typer.Option("--setting", help="Training setting (default: the head's).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset of the stores.")] = None,
     backbone: Annotated[list[str] | None, typer.Option("--backbone", "-b", help="Store per modality.")] = None,
@@ -47,6 +48,7 @@ def train(
     """Stage two: train a head from the stores and write its run (one JSON + checkpoint under results/runs)."""
     from embedcache.fusion.heads import HEADS
     from embedcache.fusion.late_fusion import LATE_FUSIONS
+    from embedcache.fusion.user_heads import resolve_head
 
     common: dict[str, Any] = dict(
         setting=setting, dataset=dataset, backbones=backbone or None, data_dir=use_data_dir(data_dir), seed=seed,
@@ -54,6 +56,7 @@ def train(
     )
     fit: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
     with user_errors():
+        head = resolve_head(head)  # my_heads.py:NAME imports the file, which registers NAME
         if head in LATE_FUSIONS:
             from embedcache.fusion.late_fusion import late_fusion
 

@@ -97,7 +97,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     """
     from embedcache.tables import steps as steps
 
-    spec = spec if isinstance(spec, PipelineSpec) else load_pipeline(spec)
+    spec = user_heads(spec if isinstance(spec, PipelineSpec) else load_pipeline(spec))
     chosen = resolve_seeds(spec, seeds)
     t0 = time.perf_counter()
     out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
@@ -126,6 +126,19 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     result.outputs = write_outputs(spec, result, out_dir)
     log.info("%s", result.summary())
     return result
+
+
+def user_heads(spec: PipelineSpec) -> PipelineSpec:
+    """The spec with every `path.py:NAME` head imported from its file (relative to the spec's folder) and named
+    by its registered NAME (embedcache.fusion.user_heads); a spec of the package's own heads is returned as is."""
+    from embedcache.fusion.user_heads import is_file_ref, resolve_head
+
+    if not any(is_file_ref(r.head) for r in spec.runs):
+        return spec
+    base = Path(spec.path).parent if spec.path else None
+    runs = tuple(dataclasses.replace(r, head=resolve_head(r.head, base)) if is_file_ref(r.head) else r
+                 for r in spec.runs)
+    return dataclasses.replace(spec, runs=runs)
 
 
 @contextmanager
