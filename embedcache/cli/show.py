@@ -52,3 +52,12 @@ def show_eval(run_ref: str, task: str, metrics: dict[str, float], *, dataset: st
     png = write_curves(task, metrics, run.dir / f"{key}-curves.png")
     where = f"{len(metrics)} metrics in {run.dir / 'run.json'} (group '{key}')"
     out.print(f"  {where}" + (f"; curves: {png}" if png else ""), highlight=False)
+
+
+def show_logged(run: Any, logger: str, log_dir: Path | None) -> None:
+    """Send the finished run to an experiment tracker (embedcache.fusion.tracking) and say where it went."""
+    from embedcache.fusion.tracking import log_run
+    from embedcache.paths import results_dir
+
+    where = log_run(run, logger, log_dir or results_dir() / "tb")
+    out.print(f"  logged to {logger}: {where} (tensorboard --logdir {where.parent})", highlight=False)

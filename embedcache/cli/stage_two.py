@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from embedcache.cli.common import out, parse_options, use_data_dir, user_errors
-from embedcache.cli.show import show_eval, show_trained
+from embedcache.cli.show import show_eval, show_logged, show_trained
 
 Opt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Head option KEY=VALUE (repeatable).")]
 RamBudget = Annotated[float | None, typer.Option(
@@ -44,10 +44,15 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run exists.")] = False,
     ram_budget: RamBudget = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+    log: Annotated[str | None, typer.Option(
+        "--log", help="Also log per-epoch scalars and final metrics to: tensorboard (pip install "
+        "'embedcache[tensorboard]').")] = None,
+    log_dir: Annotated[Path | None, typer.Option("--log-dir", help="Where --log writes (default: results/tb).")] = None,
 ) -> None:
     """Stage two: train a head from the stores and write its run (one JSON + checkpoint under results/runs)."""
     from embedcache.fusion.heads import HEADS
     from embedcache.fusion.late_fusion import LATE_FUSIONS
+    from embedcache.fusion.tracking import LOGGERS
     from embedcache.fusion.user_heads import resolve_head
 
     common: dict[str, Any] = dict(
@@ -57,6 +62,8 @@ def train(
     fit: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
     with user_errors():
         head = resolve_head(head)  # my_heads.py:NAME imports the file, which registers NAME
+        if log:
+            LOGGERS.get(log)  # an unknown logger fails before training, not after
         if head in LATE_FUSIONS:
             from embedcache.fusion.late_fusion import late_fusion
 
@@ -75,6 +82,8 @@ def train(
             run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=parse_options(option),
                             ram_budget=_bytes(ram_budget))
         show_trained(run, data_dir=common["data_dir"], device=device)
+        if log:
+            show_logged(run, log, log_dir)
 
 
 def _print_run(run: Any) -> None:
