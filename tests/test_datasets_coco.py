@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
-from embedcache.datasets import coco as _coco  # noqa: F401  (registers "coco")
 from embedcache.datasets.images import load_image
 
 CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"},

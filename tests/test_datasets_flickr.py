@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
-from embedcache.datasets import flickr as _flickr  # noqa: F401  (registers "flickr8k")
 
 IMAGES = {"train": ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg"],
           "dev": ["2090545563_a4e66ec76b.jpg"], "test": ["3385593926_d3e9c21170.jpg"]}

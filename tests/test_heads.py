@@ -10,11 +10,13 @@ from torch import nn
 
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.heads import HEADS, Batch, HeadSpec, create_head
+from embedcache.fusion.heads.base import ContrastiveHead
 from embedcache.fusion.heads.cbmf import FUSIONS, CBMFHead, _attend
 from embedcache.registry import UnknownNameError
 
-# Alignment heads of this family; classifier heads (issue 6) have their own tests.
-ALIGNMENT = [n for n in HEADS.names() if n.startswith(("cbmf-", "convirt-"))]
+# Every registered alignment head (a new one is tested for free); classifier heads: test_heads_mlp.py.
+ALIGNMENT = [n for n in HEADS.names() if issubclass(HEADS.get(n), ContrastiveHead)]
+CBMF = [n for n in ALIGNMENT if issubclass(HEADS.get(n), CBMFHead)]
 SMALL = {"dim": 32, "ff_dim": 64}  # fast; the defaults are checked separately
 
 
@@ -79,7 +81,7 @@ def test_pooled_is_a_one_token_sequence(name: str) -> None:
         assert torch.allclose(head.encoder(0)(x), head.encode(0, x.unsqueeze(1)), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", [n for n in ALIGNMENT if n.startswith("cbmf-")])
+@pytest.mark.parametrize("name", CBMF)
 def test_context_tells_the_modalities_apart(name: str) -> None:
     head = _head(name, dims=(8, 8)).eval()
     with torch.no_grad():
@@ -88,7 +90,7 @@ def test_context_tells_the_modalities_apart(name: str) -> None:
         assert not torch.allclose(head.encode(0, x), head.encode(1, x), atol=1e-4)
 
 
-@pytest.mark.parametrize("name", [n for n in ALIGNMENT if n.startswith("cbmf-")])
+@pytest.mark.parametrize("name", CBMF)
 def test_encoding_all_sides_at_once_equals_one_by_one(name: str) -> None:
     head = _head(name).eval()
     inputs = [_tokens(3, 4, 12), _tokens(3, 4, 8)]  # same token count, no masks: one shared pass

@@ -23,6 +23,7 @@ from pathlib import Path
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, decode, find_root, read_lines, require_file
+from embedcache.datasets.download import RemoteFile, Source, register_source
 
 IMAGES = "Flicker8k_Dataset"  # the published folder name, misspelt
 TEXT = "Flickr8k_text"
@@ -100,3 +101,9 @@ def _read_tokens(path: Path) -> dict[str, list[Item]]:
             text, error = None, "empty caption" if tab else "no tab between caption id and caption"
         out[image].append(Item(id=cap_id, text=text.strip() if text else None, link=image, error=error))
     return out
+
+
+# Flickr8k's official form is gone; this mirror serves the original zips (no published checksums).
+FLICKR = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k"
+register_source(Source("flickr8k", (RemoteFile(f"{FLICKR}/Flickr8k_Dataset.zip"),
+                                    RemoteFile(f"{FLICKR}/Flickr8k_text.zip", extract_to="Flickr8k_text"))))

@@ -326,6 +326,7 @@ class ShapesDataset(Dataset):
     draws cluttered, partly occluded, noisy scenes (the demo twins use it so no row sits at its ceiling)."""
 
     name = "shapes"
+    origin = "generated"
 
     def __init__(self, root: str | Path | None = None, size: int = DEFAULT_SIZE, seed: int = 0,
                  captions_per_image: int = 3, labels: str = "single", difficulty: str = "easy") -> None:
