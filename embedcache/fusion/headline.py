@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from embedcache import evaluate as ev
 from embedcache.fusion.runs import Run
 
@@ -85,8 +88,6 @@ def _classifier(run: Run) -> list[Line]:
 
 
 def _retrieval(ctx: Any, split: str) -> list[Line]:
-    import torch
-
     from embedcache.fusion.tasks import retrieval
 
     metrics, _ = retrieval(ctx, split=split, hit_ks=())
@@ -94,8 +95,6 @@ def _retrieval(ctx: Any, split: str) -> list[Line]:
     images, texts = ctx.view(mi, split, raw=True), ctx.view(mt, split, raw=True)
     base: dict[str, float] = {}
     if images.pooled.shape[1] == texts.pooled.shape[1]:  # raw cosine needs one space (e.g. a CLIP pair)
-        import numpy as np
-
         keep = np.isin(texts.links, images.ids)
         links, tp = texts.links[keep], texts.pooled[torch.from_numpy(keep)]
         base = {**ev.retrieval_metrics(images.pooled, tp, ev.positives_by_key(list(images.ids), list(links)),
