@@ -26,9 +26,9 @@ def show_trained(run: Any, *, data_dir: Path | None = None, device: str | None =
                   highlight=False)
     lines, note = validation_headline(run, data_dir=data_dir, device=device)
     if lines:
-        table = Table("metric", "head", "frozen stores", title="validation headline")
+        table = Table("metric", "head", "frozen stores", "chance", title="validation headline")
         for line in lines:
-            table.add_row(line.metric, _fmt(line.head), _fmt(line.baseline))
+            table.add_row(line.metric, _fmt(line.head), _fmt(line.baseline), _fmt(line.chance))
         out.print(table)
     out.print(f"  {note}; every metric: {run.dir / 'run.json'}", highlight=False)
 

@@ -32,6 +32,7 @@ class Line:
     metric: str
     head: float
     baseline: float | None = None
+    chance: float | None = None  # a random ranking's expected value, where simple to state
 
 
 def curve_families(metrics: dict[str, float], min_points: int = 6) -> dict[str, list[str]]:
@@ -90,7 +91,7 @@ def _classifier(run: Run) -> list[Line]:
 def _retrieval(ctx: Any, split: str) -> list[Line]:
     from embedcache.fusion.tasks import retrieval
 
-    metrics, _ = retrieval(ctx, split=split, hit_ks=())
+    metrics, info = retrieval(ctx, split=split, hit_ks=())
     mi, mt = ctx.side("image"), ctx.side("text")
     images, texts = ctx.view(mi, split, raw=True), ctx.view(mt, split, raw=True)
     base: dict[str, float] = {}
@@ -102,7 +103,9 @@ def _retrieval(ctx: Any, split: str) -> list[Line]:
                 **ev.retrieval_metrics(tp, images.pooled, ev.positives_by_key(list(links), list(images.ids)),
                                        "text_to_image", hit_ks=())}
     keys = ("image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1", "text_to_image_R@5")
-    return [Line(f"{split} {k}", metrics[k], base.get(k)) for k in keys]
+    # a random ranking finds one of an image's captions (or a caption's image) in the top k about k/images
+    return [Line(f"{split} {k}", metrics[k], base.get(k), min(1.0, int(k.rsplit("@", 1)[1]) / max(info["images"], 1)))
+            for k in keys]
 
 
 def _sts(ctx: Any, split: str) -> list[Line]:
