@@ -92,3 +92,12 @@ def test_run_all_writes_the_page(tmp_path: Path) -> None:
     out = _results(tmp_path)
     done = run_all(directory=tmp_path / "pipelines", results_dir=out)
     assert done.report == out / "index.html" and 'href="#needs-coco"' in done.report.read_text()
+
+
+def test_pipelines_are_found_from_any_working_directory(tmp_path, monkeypatch) -> None:
+    """`embedcache tables` run outside the checkout still finds pipelines/ beside the package."""
+    from embedcache.tables.reference import REFERENCE_FILE, pipelines_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDCACHE_PIPELINES_DIR", raising=False)
+    assert (pipelines_dir() / REFERENCE_FILE).is_file()
