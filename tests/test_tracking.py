@@ -34,6 +34,7 @@ def test_train_logs_epochs_and_final_metrics_to_tensorboard(tmp_path, monkeypatc
 
 def test_unknown_logger_lists_the_known_ones(tmp_path, monkeypatch):
     make_toy_stores(tmp_path, sizes={"train": 40, "val": 20})
+    monkeypatch.setenv("EMBEDCACHE_DATA_DIR", str(tmp_path))  # --data-dir sets it for the process: restore after
     monkeypatch.setenv("EMBEDCACHE_RESULTS_DIR", str(tmp_path / "results"))
     args = ["train", "convirt-frozen", "--dataset", "toy", "-b", "image", "-b", "text-a", "--epochs", "1",
             "--log", "wandb", "--data-dir", str(tmp_path)]
