@@ -11,6 +11,7 @@ from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create
 
 IMAGES = {"train": ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg"],
           "dev": ["2090545563_a4e66ec76b.jpg"], "test": ["3385593926_d3e9c21170.jpg"]}
+UNLISTED = "1234567890_abcdef0123.jpg"  # on disk with captions, in no split list (the release has 91 such)
 FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
 
 
@@ -24,6 +25,8 @@ def write_flickr(root: Path, text_dir: str = "Flickr8k_text", bad_line: bytes | 
         for name in names:
             Image.new("RGB", (20, 10), "blue").save(images / name, "JPEG")
             lines += [f"{name}#{k}\tA dog number {k} runs .".encode() for k in range(5)]
+    Image.new("RGB", (20, 10), "red").save(images / UNLISTED, "JPEG")
+    lines += [f"{UNLISTED}#{k}\tA cat number {k} sits .".encode() for k in range(5)]
     # the release's quirk: captions for an image that is in no split list and not in the image folder
     lines += [f"2258277193_586949ec62.jpg.1#{k}\tA ghost .".encode() for k in range(5)]
     lines[3] = "1000268201_693b08cb0e.jpg#3\tCaf\xe9 sign .".encode("latin-1")  # one non-UTF-8 line
@@ -37,7 +40,7 @@ def write_flickr(root: Path, text_dir: str = "Flickr8k_text", bad_line: bytes | 
 
 def test_reads_published_splits_and_links(tmp_path: Path) -> None:
     ds = create_dataset("flickr8k", root=write_flickr(tmp_path))
-    assert ds.splits() == ["train", "dev", "test"]
+    assert ds.splits() == ["train", "dev", "test", "all"]
     train = ds.load_split("train")
     assert [it.id for it in train.images] == IMAGES["train"]
     assert train.images[0].image == str(tmp_path / "Flicker8k_Dataset" / IMAGES["train"][0])
@@ -48,6 +51,16 @@ def test_reads_published_splits_and_links(tmp_path: Path) -> None:
     test = ds.load_split("test")
     assert len(test.images) == 1 and len(test.texts) == 5
     assert not any("2258277193" in it.id for sp in ("train", "dev", "test") for it in ds.load_split(sp).texts)
+    assert not any(UNLISTED in it.id for sp in ("train", "dev", "test") for it in ds.load_split(sp).texts)
+
+
+def test_all_is_every_captioned_image_on_disk_as_the_cbmf_authors_captions_txt(tmp_path: Path) -> None:
+    # The authors' Fig. 4 queries all 40,455 captions of the 8,091 images on disk, split lists or not.
+    every = create_dataset("flickr8k", root=write_flickr(tmp_path)).load_split("all")
+    listed = [n for names in IMAGES.values() for n in names]
+    assert sorted(it.id for it in every.images) == sorted([*listed, UNLISTED])  # not the stray '.jpg.1' key
+    assert len(every.texts) == 5 * (len(listed) + 1)
+    assert {it.link for it in every.texts} == {it.id for it in every.images}
 
 
 def test_non_utf8_caption_is_one_item_error(tmp_path: Path) -> None:
@@ -64,7 +77,7 @@ def test_text_files_directly_in_root(tmp_path: Path) -> None:
 
 def test_line_without_caption_key_is_a_format_error(tmp_path: Path) -> None:
     root = write_flickr(tmp_path, bad_line=b"no key here")
-    with pytest.raises(DatasetFormatError, match=r"Flickr8k.token.txt, line 26"):
+    with pytest.raises(DatasetFormatError, match=r"Flickr8k.token.txt, line 31"):
         create_dataset("flickr8k", root=root).load_split("train")
 
 

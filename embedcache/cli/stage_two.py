@@ -118,13 +118,27 @@ def eval_(
     ram_budget: RamBudget = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
-    """Run an evaluation task on a trained run and record its metrics in the run's JSON."""
-    from embedcache.fusion.tasks import evaluate_run
+    """Run an evaluation task on a trained run and record its metrics in the run's JSON. Without `-o split=...`
+    a task evaluates the `test` split, or `val` when the stores have no `test` split; the output says which."""
+    from embedcache.fusion.runs import open_run
+    from embedcache.fusion.tasks import evaluate_run, metrics_key
 
     with user_errors():
         metrics = evaluate_run(run, task, dataset=dataset, data_dir=use_data_dir(data_dir), device=device,
                                ram_budget=_bytes(ram_budget), **parse_options(option))
+<<<<<<< HEAD
         show_eval(run, task, metrics, dataset=dataset)
+=======
+        done = open_run(run)
+        info = done.record.get("evals", {}).get(metrics_key(task, dataset or "", done.inputs[0]["dataset"]), {})
+    split = f" (split {info['split']!r})" if info.get("split") else ""
+    if info.get("split_chosen"):
+        out.print(info["split_chosen"])
+    table = Table("metric", "value", title=f"{task} on {run}{split}")
+    for key, value in list(metrics.items())[:40]:
+        table.add_row(key, f"{value:.4f}")
+    out.print(table)
+>>>>>>> main
 
 
 def embed(
@@ -158,6 +172,9 @@ def pairs(
     model: Annotated[str, typer.Option("--model", "-m", help="The sentence-embedding store's backbone.")] = "minilm",
     threshold: Annotated[float, typer.Option("--threshold", help="Cosine threshold.")] = 0.7,
     split: Annotated[str, typer.Option("--split")] = "train",
+    scope: Annotated[str, typer.Option("--scope", help="'image': captions of the same image (the authors'); "
+                                       "'topk': each caption's --top-k nearest across images.")] = "image",
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Bound of --scope topk.")] = None,
     force: Annotated[bool, typer.Option("--force")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
@@ -165,9 +182,10 @@ def pairs(
     from embedcache.fusion.mining import ensure_pairs
 
     with user_errors():
-        mined = ensure_pairs(_store_ref(f"{dataset}/{model}", data_dir), split, threshold, force=force,
-                             data_dir=use_data_dir(data_dir))
-    out.print(f"{len(mined)} pairs with cosine >= {threshold} in {dataset}/{split} ({model})")
+        mined = ensure_pairs(_store_ref(f"{dataset}/{model}", data_dir), split, threshold, scope=scope, top_k=top_k,
+                             force=force, data_dir=use_data_dir(data_dir))
+    where = "within each image" if scope == "image" else f"top {top_k} per caption across images"
+    out.print(f"{len(mined)} pairs with cosine >= {threshold} {where} in {dataset}/{split} ({model})")
 
 
 def runs() -> None:

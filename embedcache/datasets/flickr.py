@@ -13,6 +13,9 @@ Flickr8k_text.zip holds::
 The text files are looked for in ``<root>/Flickr8k_text/`` and in ``<root>/``. The token file lists captions
 of an image that is in no split file (``2258277193_586949ec62.jpg.1``); captions are kept only for images of
 the split being read. Image ids are the file names, caption ids the ``<file>#<n>`` keys (link = the file).
+The split ``all`` is every image of the token file that is on disk with all its captions (8,091 images, 40,455
+captions: the rows of the CBMF authors' captions.txt, which their Fig. 4 retrieval queries), whether or not
+a split file lists it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ TEXT = "Flickr8k_text"
 TOKENS = "Flickr8k.token.txt"
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}
+ALL = "all"  # every captioned image on disk: the CBMF authors' Fig. 4 protocol
 LAYOUT = """\
 <root>/
   Flicker8k_Dataset/<image>.jpg         (from Flickr8k_Dataset.zip; note the spelling 'Flicker')
@@ -50,7 +54,7 @@ class Flickr8k(Dataset):
         super().__init__(root)
 
     def splits(self) -> list[str]:
-        return list(SPLIT_FILES)
+        return [*SPLIT_FILES, ALL]
 
     def _paths(self) -> tuple[Path, Path]:
         """(image folder, text folder)."""
@@ -64,9 +68,12 @@ class Flickr8k(Dataset):
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         images_dir, text_dir = self._paths()
-        names = self._split_images(require_file(text_dir / SPLIT_FILES[split], "Flickr8k split list",
-                                                "It is part of Flickr8k_text.zip."))
         captions = _read_tokens(text_dir / TOKENS)
+        if split == ALL:  # a token key without its image (the stray '...jpg.1') is no row of the authors' file
+            names = [n for n in captions if (images_dir / n).is_file()]
+        else:
+            names = self._split_images(require_file(text_dir / SPLIT_FILES[split], "Flickr8k split list",
+                                                    "It is part of Flickr8k_text.zip."))
         images = [Item(id=n, image=str(images_dir / n)) for n in names]
         texts = [it for n in names for it in captions.get(n, [])]
         return Split(split, images, texts)
