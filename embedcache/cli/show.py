@@ -44,7 +44,10 @@ def show_eval(run_ref: str, task: str, metrics: dict[str, float], *, dataset: st
     key = metrics_key(task, dataset or run.inputs[0]["dataset"], run.inputs[0]["dataset"])
     info = run.record.get("evals", {}).get(key, {})
     shown = headline_metrics(task, metrics, info)
-    sizes = ", ".join(f"{k}={v}" for k, v in info.items() if isinstance(v, int))
+    if info.get("split_chosen"):  # no split option: the task says which split it picked
+        out.print(info["split_chosen"])
+    sizes = ", ".join([f"split {info['split']!r}"] * bool(info.get("split")) +
+                      [f"{k}={v}" for k, v in info.items() if isinstance(v, int)])
     table = Table("metric", "value", title=f"{task}" + (f" ({sizes})" if sizes else ""))
     for name, value in shown.items():
         table.add_row(name, f"{value:.4f}")
