@@ -46,9 +46,9 @@ def show_eval(run_ref: str, task: str, metrics: dict[str, float], *, dataset: st
     shown = headline_metrics(task, metrics, info)
     if info.get("split_chosen"):  # no split option: the task says which split it picked
         out.print(info["split_chosen"])
-    sizes = ", ".join([f"split {info['split']!r}"] * bool(info.get("split")) +
-                      [f"{k}={v}" for k, v in info.items() if isinstance(v, int)])
-    table = Table("metric", "value", title=f"{task}" + (f" ({sizes})" if sizes else ""))
+    split = f" (split {info['split']!r})" if info.get("split") else ""
+    sizes = ", ".join(f"{k}={v}" for k, v in info.items() if isinstance(v, int))
+    table = Table("metric", "value", title=f"{task}{split}" + (f": {sizes}" if sizes else ""))
     for name, value in shown.items():
         table.add_row(name, f"{value:.4f}")
     out.print(table)
