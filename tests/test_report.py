@@ -15,7 +15,7 @@ from test_results import manifest, spec
 from embedcache.tables.compare import verdict
 from embedcache.tables.report import render_report, write_report
 from embedcache.tables.results import Cell, write_results
-from embedcache.tables.runner import spec_to_dict
+from embedcache.tables.runner import ColumnSpec, PipelineSpec, RowSpec, spec_to_dict
 
 
 def _results(tmp_path: Path) -> Path:
@@ -60,6 +60,17 @@ def test_verdict_needs_a_difference_larger_than_the_spread() -> None:
     assert verdict(Cell([50.0, 52.0, 54.0]), Cell([51.0, 52.0, 55.0])).startswith("no clear difference")
     assert verdict(Cell([3.0, 3.0, 4.0]), Cell([9.0, 10.0, 11.0]), lower_better=True).startswith("ours is better")
     assert verdict(Cell([50.0]), Cell([40.0])).startswith("one seed")
+
+
+def test_comparison_skips_a_column_where_every_value_is_the_same() -> None:
+    from embedcache.tables.compare import comparisons
+    from embedcache.tables.results import TableRow
+
+    cols = (ColumnSpec("hit@1", "a"), ColumnSpec("hit@5", "b"))
+    ours = TableRow(RowSpec("mine", "x"), [Cell([0.0, 0.0]), Cell([5.0, 6.0])], [])
+    base = TableRow(RowSpec("base", "y", kind="baseline"), [Cell([0.0, 0.0]), Cell([1.0, 1.5])], [])
+    note = comparisons(PipelineSpec("p", "t", columns=cols), [ours, base])
+    assert len(note) == 1 and note[0].startswith("mine vs base on hit@5:") and "ours is better" in note[0]
 
 
 def test_empty_results_folder_says_how_to_fill_it(tmp_path: Path) -> None:

@@ -44,10 +44,11 @@ def _paper_says(ours: Cell, base: Cell, lower_better: bool) -> str:
 
 
 def _first_shared(spec: Any, a: TableRow, b: TableRow) -> int | None:
-    for i, _ in enumerate(spec.columns):
-        if a.cells[i].values and b.cells[i].values:
-            return i
-    return None
+    """The first column where both rows have numbers, skipping columns where both sit at the same value
+    (e.g. a hit@1 of 0 everywhere says nothing about which is better)."""
+    shared = [i for i, _ in enumerate(spec.columns) if a.cells[i].values and b.cells[i].values]
+    informative = [i for i in shared if set(a.cells[i].values) | set(b.cells[i].values) != {a.cells[i].values[0]}]
+    return (informative or shared or [None])[0]
 
 
 def comparisons(spec: Any, rows: list[TableRow]) -> list[str]:
