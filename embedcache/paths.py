@@ -1,8 +1,11 @@
-"""Where data lives: --data-dir, else $EMBEDCACHE_DATA_DIR, else ./data."""
+"""Where data lives: --data-dir, else $EMBEDCACHE_DATA_DIR, else ./data; results: ./results or
+$EMBEDCACHE_RESULTS_DIR. The environment is read for defaults and never written: a command resolves its
+`Paths` once and passes the directories down as values."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "EMBEDCACHE_DATA_DIR"
@@ -29,3 +32,22 @@ def store_path(dataset: str, backbone: str, root: str | Path | None = None) -> P
 def results_dir(root: str | Path | None = None) -> Path:
     """<data-dir>/../results unless overridden: run JSONs, tables and plots."""
     return Path(os.environ.get("EMBEDCACHE_RESULTS_DIR") or "results")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The directories one command or pipeline uses: data (raw data under raw/, stores under stores/) and
+    results (tables, and runs under runs/)."""
+
+    data_dir: Path
+    results_dir: Path
+
+    @classmethod
+    def resolve(cls, data: str | Path | None = None, results: str | Path | None = None) -> Paths:
+        """Explicit directories, else the defaults ($EMBEDCACHE_DATA_DIR or ./data, $EMBEDCACHE_RESULTS_DIR or
+        ./results)."""
+        return cls(data_dir(data), Path(results) if results else results_dir())
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.results_dir / "runs"

@@ -97,11 +97,12 @@ def test_browser_check_sees_a_broken_image(tmp_path: Path) -> None:
 
 
 def test_run_all_writes_the_page(tmp_path: Path) -> None:
+    from embedcache.paths import Paths
     from embedcache.tables.runner import run_all
 
     (tmp_path / "pipelines").mkdir()
     out = _results(tmp_path)
-    done = run_all(directory=tmp_path / "pipelines", results_dir=out)
+    done = run_all(directory=tmp_path / "pipelines", paths=Paths(tmp_path / "data", out))
     assert done.report == out / "index.html" and 'href="#needs-coco"' in done.report.read_text()
 
 

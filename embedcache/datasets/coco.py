@@ -55,7 +55,7 @@ class Coco(Dataset):
         year = self._options["year"]
         fix = f"embedcache download {'coco' if year == 2014 else 'coco-2017'}"
         return find_root(self.name, self.root, [f"annotations/captions_train{year}.json"],
-                         LAYOUT.format(year=year), fix, nested=("coco",))
+                         LAYOUT.format(year=year), fix, nested=("coco",), data_dir=self.data_dir)
 
     def splits(self) -> list[str]:
         return ["train", "val"]

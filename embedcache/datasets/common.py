@@ -20,6 +20,7 @@ from typing import Any
 
 from embedcache.datasets.base import BadItemError, DatasetFormatError, DatasetNotFoundError, Item, Pair, Split
 from embedcache.datasets.images import decode_text
+from embedcache.errors import BadInputError
 from embedcache.paths import raw_dir
 
 
@@ -32,15 +33,17 @@ def find_root(
     *,
     nested: Sequence[str] = (),
     well_known: Sequence[str | Path] = (),
+    data_dir: str | Path | None = None,
 ) -> Path:
     """The first candidate folder that holds every `markers` path, else DatasetNotFoundError.
 
-    Candidates: the explicit `root` (and nothing else when one is given), else ``<data-dir>/raw/<name>``, else
+    Candidates: the explicit `root` (and nothing else when one is given), else ``<data_dir>/raw/<name>`` (data_dir
+    None: $EMBEDCACHE_DATA_DIR or ./data), else
     the dataset's `well_known` folders; each candidate is tried as is and with each of the `nested` folder names
     the published archive unpacks to (``tiny-imagenet-200``, ``MVSA_Single``, ...). A tuple marker is satisfied
     by any one of its paths (``train-images-idx3-ubyte`` or its ``.gz``).
     """
-    bases = [Path(root)] if root is not None else [raw_dir(name), *map(Path, well_known)]
+    bases = [Path(root)] if root is not None else [raw_dir(name, data_dir), *map(Path, well_known)]
     looked: list[Path] = []
     for base in bases:
         for sub in ("", *nested):
@@ -151,7 +154,8 @@ def check_choice(option: str, value: Any, choices: Iterable[Any]) -> Any:
     """`value` if it is one of `choices`, else ValueError naming the option and the allowed values."""
     allowed = list(choices)
     if value not in allowed:
-        raise ValueError(f"option {option}={value!r} is not supported; expected one of {', '.join(map(repr, allowed))}")
+        raise BadInputError(f"option {option}={value!r} is not supported; expected one of "
+                            f"{', '.join(map(repr, allowed))}")
     return value
 
 

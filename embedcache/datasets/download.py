@@ -25,13 +25,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from embedcache import __version__
+from embedcache.errors import UserError
 from embedcache.registry import Registry
 
 ENV_BASE = "EMBEDCACHE_DOWNLOAD_BASE"
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed (network, HTTP status, incomplete file); the message says how to retry."""
 
 

@@ -76,7 +76,7 @@ class FashionMnist(Dataset):
         markers = [(n, f"{n}.gz") for n in names]
         return find_root(self.name, self.root, markers, LAYOUT,
                          "embedcache download fashion-mnist, or apt-get install dataset-fashion-mnist",
-                         nested=("FashionMNIST/raw",), well_known=(DEBIAN_DIR,))
+                         nested=("FashionMNIST/raw",), well_known=(DEBIAN_DIR,), data_dir=self.data_dir)
 
     def _file(self, root: Path, name: str) -> Path:
         return root / name if (root / name).is_file() else root / f"{name}.gz"

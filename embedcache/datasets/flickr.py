@@ -58,7 +58,7 @@ class Flickr8k(Dataset):
 
     def _paths(self) -> tuple[Path, Path]:
         """(image folder, text folder)."""
-        root = find_root(self.name, self.root, [IMAGES], LAYOUT, "embedcache download flickr8k")
+        root = find_root(self.name, self.root, [IMAGES], LAYOUT, "embedcache download flickr8k", data_dir=self.data_dir)
         for text in (root / TEXT, root):
             if (text / TOKENS).is_file():
                 return root / IMAGES, text

@@ -29,6 +29,7 @@ from embedcache.datasets.common import (
     read_lines,
     read_tsv,
 )
+from embedcache.errors import BadInputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLIT_NAMES = ("train", "val", "valid", "dev", "test")
@@ -88,7 +89,7 @@ def _given_root(ds: Dataset, layout: str, fix: str) -> Path:
     """The --root the user gave (it must exist): users' own data has no default location."""
     if ds.root is None:
         raise DatasetNotFoundError(ds.name, ["(no --root given)"], layout, fix)
-    return find_root(ds.name, ds.root, ["."], layout, fix)
+    return find_root(ds.name, ds.root, ["."], layout, fix, data_dir=ds.data_dir)
 
 
 def _caption(path: Path, image_id: str, label: int) -> Item:
@@ -113,7 +114,7 @@ class PairsTsv(Dataset):
                  score: str = "score", id_a: str | None = None, id_b: str | None = None,
                  delimiter: str = "\t") -> None:
         if (id_a is None) != (id_b is None):
-            raise ValueError("options id_a and id_b go together: give both sentence-id columns or neither")
+            raise BadInputError("options id_a and id_b go together: give both sentence-id columns or neither")
         super().__init__(root, a=a, b=b, score=score, id_a=id_a, id_b=id_b, delimiter=delimiter)
 
     def _files(self) -> dict[str, Path]:

@@ -68,7 +68,7 @@ class _Glue(Dataset):
 
     def _root(self) -> Path:
         return find_root(self.name, self.root, ["train.tsv", "dev.tsv"], self._layout(), self._fix(),
-                         nested=(self.spec.folder,))
+                         nested=(self.spec.folder,), data_dir=self.data_dir)
 
     def splits(self) -> list[str]:
         return ["train", "dev"]
@@ -176,7 +176,7 @@ class Mrpc(_Glue):
             return super()._root()
         except DatasetNotFoundError:
             return find_root(self.name, self.root, [self.MSR_TRAIN], self._layout(), self._fix(),
-                             nested=(self.spec.folder,))
+                             nested=(self.spec.folder,), data_dir=self.data_dir)
 
     def _msr(self, root: Path) -> bool:
         return not (root / "train.tsv").is_file() and (root / self.MSR_TRAIN).is_file()

@@ -26,6 +26,7 @@ from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, decode, find_root, read_lines, require_file
 from embedcache.datasets.download import Source, register_source
+from embedcache.errors import BadInputError
 
 CLASSES = ("not sarcastic", "sarcastic")
 TXT_FILES = {"train": "train.txt", "valid": "valid2.txt", "test": "test2.txt"}
@@ -55,7 +56,7 @@ class Mmsd(Dataset):
     def __init__(self, root: str | Path | None = None, *, version: str = "1.0", keyword_filter: bool = False) -> None:
         version = check_choice("version", str(version), ("1.0", "1.0-clean", "2.0"))
         if keyword_filter and version != "1.0":
-            raise ValueError("option keyword_filter applies to version 1.0 only (the JSON versions are cleaned)")
+            raise BadInputError("option keyword_filter applies to version 1.0 only (the JSON versions are cleaned)")
         super().__init__(root, version=version, keyword_filter=bool(keyword_filter))
 
     @property
@@ -68,7 +69,8 @@ class Mmsd(Dataset):
     def _root(self) -> Path:
         version = self._options["version"]
         marker = "text/train.txt" if version == "1.0" else f"{JSON_DIRS[version]}/train.json"
-        return find_root(self.name, self.root, [marker, "dataset_image"], LAYOUT, FIX, nested=("data",))
+        return find_root(self.name, self.root, [marker, "dataset_image"], LAYOUT, FIX, nested=("data",),
+                         data_dir=self.data_dir)
 
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())

@@ -73,7 +73,8 @@ class _Mvsa(Dataset):
         layout = (f"<root>/   (the release's {self.folder}/ folder, or its parent)\n"
                   f"  labelResultAll.txt   header 'ID<TAB>{cols}'\n  data/<id>.jpg  data/<id>.txt")
         return find_root(self.name, self.root, ["labelResultAll.txt", "data"], layout,
-                         FIX.format(where=f"<data-dir>/raw/{self.name}/ (or pass --root)"), nested=(self.folder,))
+                         FIX.format(where=f"<data-dir>/raw/{self.name}/ (or pass --root)"), nested=(self.folder,),
+                         data_dir=self.data_dir)
 
     def posts(self) -> dict[str, int]:
         """post id -> label index, after the cleaning rule."""

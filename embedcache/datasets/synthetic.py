@@ -46,6 +46,7 @@ from embedcache.datasets.scenes import (
     pick,
     render,
 )
+from embedcache.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def generate_shapes(root: Path, size: int = DEFAULT_SIZE, seed: int = 0, caption
     (the original scenes) or "hard" (cluttered, occluded, noisy: embedcache.datasets.scenes.sample_hard_scene)."""
     DIFFICULTIES.get(difficulty)  # an unknown difficulty fails here, listing the known ones
     if size < 10 or captions_per_image < 1:
-        raise ValueError(f"shapes needs size >= 10 and captions_per_image >= 1; got {size}, {captions_per_image}")
+        raise BadInputError(f"shapes needs size >= 10 and captions_per_image >= 1; got {size}, {captions_per_image}")
     root = Path(root)
     if (root / "meta.json").exists() and not overwrite:
         if (diff := _meta_mismatch(root, size, seed, captions_per_image, difficulty)) is None:
@@ -253,19 +254,19 @@ def _field(path: Path, lineno: int, raw: bytes, parse: Callable[[str], Any] = st
 
 def _class_index(text: str) -> int:
     if not 0 <= (value := int(text)) < len(CLASSES):
-        raise ValueError(f"class index {value} outside 0..{len(CLASSES) - 1}")
+        raise BadInputError(f"class index {value} outside 0..{len(CLASSES) - 1}")
     return value
 
 
 def _split_name(text: str) -> str:
     if text not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}")
+        raise BadInputError(f"split must be one of {', '.join(SPLITS)}")
     return text
 
 
 def _score(text: str) -> float:
     if not 0.0 <= (value := float(text)) <= 5.0:
-        raise ValueError(f"score {value} outside 0..5")
+        raise BadInputError(f"score {value} outside 0..5")
     return value
 
 
@@ -311,12 +312,13 @@ def read_pairs(path: Path, caption_split: dict[str, str]) -> list[tuple[str, Pai
     return out
 
 
-def default_root(size: int, seed: int, captions_per_image: int, difficulty: str = "easy") -> Path:
+def default_root(size: int, seed: int, captions_per_image: int, data_dir: str | Path | None = None,
+                 difficulty: str = "easy") -> Path:
     """<data-dir>/raw/shapes/shapes-<size>-s<seed>[-c<captions>][-<difficulty>] (suffixes only when not the
     defaults: 3 captions, easy)."""
     suffix = "" if captions_per_image == 3 else f"-c{captions_per_image}"
     suffix += "" if difficulty == "easy" else f"-{difficulty}"
-    return paths.raw_dir("shapes") / f"shapes-{size}-s{seed}{suffix}"
+    return paths.raw_dir("shapes", data_dir) / f"shapes-{size}-s{seed}{suffix}"
 
 
 @DATASETS.register("shapes")
@@ -331,7 +333,7 @@ class ShapesDataset(Dataset):
     def __init__(self, root: str | Path | None = None, size: int = DEFAULT_SIZE, seed: int = 0,
                  captions_per_image: int = 3, labels: str = "single", difficulty: str = "easy") -> None:
         if labels not in LABEL_KINDS:
-            raise ValueError(f"unknown labels {labels!r} for shapes; known: {', '.join(LABEL_KINDS)}")
+            raise BadInputError(f"unknown labels {labels!r} for shapes; known: {', '.join(LABEL_KINDS)}")
         DIFFICULTIES.get(difficulty)
         size, seed, captions_per_image = int(size), int(seed), int(captions_per_image)
         hard = {} if difficulty == "easy" else {"difficulty": difficulty}  # easy stores keep their fingerprints
@@ -351,7 +353,7 @@ class ShapesDataset(Dataset):
     def data_root(self) -> Path:
         if self.root is not None:
             return self.root
-        return default_root(self.size, self.seed, self.captions_per_image, self.difficulty)
+        return default_root(self.size, self.seed, self.captions_per_image, self.data_dir, self.difficulty)
 
     def ensure(self) -> Path:
         """The dataset root, generated first when it holds no dataset; a different dataset there is an error."""
@@ -375,7 +377,7 @@ class ShapesDataset(Dataset):
     def load_split(self, split: str) -> Split:
         """Images (path, label), captions (text or error, the image's label, link) and pairs of `split`."""
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} for shapes; known: {', '.join(SPLITS)}")
+            raise BadInputError(f"unknown split {split!r} for shapes; known: {', '.join(SPLITS)}")
         root, images, captions, pairs = self._tables
         labels = {iid: (multi if self.label_kind == "multi" else label) for iid, (_, label, multi) in images.items()}
         return Split(

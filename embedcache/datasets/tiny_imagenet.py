@@ -48,7 +48,7 @@ class TinyImageNet(Dataset):
 
     def _root(self) -> Path:
         return find_root(self.name, self.root, ["wnids.txt"], LAYOUT, "embedcache download tiny-imagenet",
-                         nested=(FOLDER,))
+                         nested=(FOLDER,), data_dir=self.data_dir)
 
     def splits(self) -> list[str]:
         return ["train", "val"]

@@ -13,13 +13,14 @@ from embedcache import __version__
 from embedcache.backbones import create_encoder, resolve_spec
 from embedcache.backbones.base import Encoder
 from embedcache.datasets import Dataset, Split, create_dataset
+from embedcache.errors import UserError
 from embedcache.paths import store_path
 from embedcache.store import DTYPES
 
 OnError = Literal["fail", "skip"]
 
 
-class ExtractError(RuntimeError):
+class ExtractError(UserError, RuntimeError):
     """An item could not be embedded under `--on-error fail` (names the item and the fix)."""
 
 
@@ -75,7 +76,7 @@ def plan_extraction(
     if dtype not in DTYPES:
         raise ExtractError(f"--dtype {dtype!r} is not a store dtype; use one of {', '.join(DTYPES)}")
     spec = resolve_spec(model)
-    ds = create_dataset(dataset, root=root, **(dataset_options or {}))
+    ds = create_dataset(dataset, root=root, data_dir=data_dir, **(dataset_options or {}))
     if spec.modality not in ds.modalities:
         raise ExtractError(
             f"{model!r} embeds {spec.modality}, but dataset {dataset!r} has only {', '.join(ds.modalities)}; "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from embedcache import evaluate as ev
-from embedcache.fusion.runs import Run
+from embedcache.fusion.runs import CHECKPOINT, Run
 
 HEADLINE_GROUP = "val-headline"  # where the validation headline is recorded in run.json
 CURVE = re.compile(r"(?P<family>.+@)(?P<x>[0-9.]+)$")
@@ -120,8 +120,10 @@ def validation_headline(run: Run, *, data_dir: str | Path | None = None, device:
                         split: str = "val") -> tuple[list[Line], str]:
     """The run's headline on `split` beside a frozen-store baseline (see module doc), and a one-line note on
     what the baseline is or why there is none. Records the numbers under run.json's `val-headline` group."""
-    if run.record.get("task") == "classify":
+    if run.record.get("task") == "classify" or "val" in run.metrics:  # classifiers, late fusions
         return _classifier(run), "validation metrics recorded by the trainer"
+    if not (run.dir / CHECKPOINT).is_file():
+        return [], "no head to evaluate (a run without a checkpoint)"
     from embedcache.fusion.tasks import Context
 
     ctx = Context(run, None, data_dir, device)

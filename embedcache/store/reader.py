@@ -12,6 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from embedcache.errors import NotFoundError
 from embedcache.fingerprint import fingerprint
 from embedcache.registry import UnknownNameError
 from embedcache.store.layout import (
@@ -133,7 +134,7 @@ def open_store(path: Path, expect: dict[str, Any] | None = None) -> Store:
         if pdir.is_dir():
             raise IncompleteStoreError(f"store {path} is not finished: only {_count_shards(pdir)} shards exist in "
                                        f"{pdir}; rerun `{_extract_cmd(path)}` to resume")
-        raise FileNotFoundError(f"no store at {path}; create it with `{_extract_cmd(path)}`")
+        raise NotFoundError(f"no store at {path}; create it with `{_extract_cmd(path)}`")
     store = Store(path)
     if not store.attrs.get("complete"):
         store.close()

@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from embedcache.errors import BadInputError
 from embedcache.fingerprint import fingerprint
 from embedcache.store.layout import (
     DTYPES,
@@ -92,7 +93,7 @@ class StoreWriter:
                  part: tuple[int, int] = (0, 1)) -> None:
         k, n = part
         if not 0 <= k < n:
-            raise ValueError(f"part must be (k, n) with 0 <= k < n; found {part}")
+            raise BadInputError(f"part must be (k, n) with 0 <= k < n; found {part}")
         self.path, self.part, self.force = Path(path), (k, n), force
         self.attrs = full_attrs(attrs)
         self.fingerprint = fingerprint(self.attrs)
@@ -191,13 +192,13 @@ class StoreWriter:
         """Write one shard atomically: to ``<index:06d>.h5.tmp``, fsync, then rename into place."""
         k, n = self.part
         if index % n != k or index < 0:
-            raise ValueError(f"part {k} of {n} writes shards with index % {n} == {k}; found index {index}")
+            raise BadInputError(f"part {k} of {n} writes shards with index % {n} == {k}; found index {index}")
         if not split or "/" in split or split.startswith("."):
-            raise ValueError(f"split names must be plain names; found {split!r}")
+            raise BadInputError(f"split names must be plain names; found {split!r}")
         arrays = _check_shard(data, self._dtype)
         want_tokens = self.attrs.get("tokens")
         if want_tokens is not None and bool(want_tokens) != ("tokens" in arrays) and len(arrays["ids"]):
-            raise ValueError(f"store attrs say tokens={want_tokens} but the shard has tokens={'tokens' in arrays}")
+            raise BadInputError(f"store attrs say tokens={want_tokens} but the shard has tokens={'tokens' in arrays}")
         split_dir = self.parts / split
         split_dir.mkdir(exist_ok=True)
         final = split_dir / f"{index:06d}.h5"
