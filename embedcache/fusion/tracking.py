@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from embedcache.errors import UserError
 from embedcache.fusion.runs import Run
 from embedcache.registry import Registry
 
@@ -43,8 +44,8 @@ def tensorboard(run: Run, log_dir: Path) -> Path:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise RuntimeError("--log tensorboard needs the tensorboard package: pip install 'embedcache[tensorboard]'"
-                           ) from None
+        raise UserError("--log tensorboard needs the tensorboard package",
+                        fix="pip install 'embedcache[tensorboard]'") from None
     out = Path(log_dir) / run.id
     writer = SummaryWriter(str(out))
     try:

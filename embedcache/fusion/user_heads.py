@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from embedcache.errors import BadInputError, NotFoundError
 from embedcache.fusion.heads.base import HEADS
 
 SEPARATOR = ".py:"
@@ -38,8 +39,8 @@ def load_head_file(path: str | Path) -> list[str]:
     if file in _LOADED:
         return _LOADED[file]
     if not file.is_file():
-        raise FileNotFoundError(f"head file {path} not found; pass `embedcache train path/to/my_heads.py:NAME` "
-                                "with a path to an existing Python file")
+        raise NotFoundError(f"head file {path} not found; pass `embedcache train path/to/my_heads.py:NAME` "
+                            "with a path to an existing Python file")
     before = set(HEADS.names())
     name = f"embedcache_user_heads.{file.stem}_{hashlib.sha256(str(file).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, file)
@@ -72,8 +73,8 @@ def resolve_head(ref: str, base: str | Path | None = None) -> str:
         path = Path(base) / path
     added = load_head_file(path)
     if name not in HEADS:
-        raise ValueError(f"{file} registers no head {name!r} (it registered: {', '.join(added) or 'none'}); "
-                         f"decorate a Head subclass with @HEADS.register({name!r})")
+        raise BadInputError(f"{file} registers no head {name!r} (it registered: {', '.join(added) or 'none'}); "
+                            f"decorate a Head subclass with @HEADS.register({name!r})")
     return name
 
 
