@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedcache.errors import BadInputError
+
 ENV_VAR = "EMBEDCACHE_DATA_DIR"
 
 
@@ -23,10 +25,27 @@ def raw_dir(dataset: str, root: str | Path | None = None) -> Path:
     return data_dir(root) / "raw" / dataset
 
 
+class UnsafeNameError(BadInputError):
+    """A name that becomes one path component would lead elsewhere ('..', a separator, a leading dot)."""
+
+
+def safe_name(name: str, what: str) -> str:
+    """`name` if it can be one file or folder name under the folder it is meant for, else UnsafeNameError naming
+    `what` (a store name, a pipeline name, ...): no '/' or '\\', not '.' or '..', no leading dot, no control
+    characters. Without this, `--name ../x` or a pipeline named '../../x' writes outside the stores or results."""
+    bad = (not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in "/\\")
+           or any(ord(c) < 32 or ord(c) == 127 for c in name))
+    if bad:
+        raise UnsafeNameError(f"{what} {name!r} cannot be a file name: use letters, digits and -_+. without '/', "
+                              "'\\', control characters or a leading dot")
+    return name
+
+
 def store_path(dataset: str, backbone: str, root: str | Path | None = None) -> Path:
-    """<data-dir>/stores/<dataset>/<backbone>.h5 (':' and '/' in prefixed model names become '_')."""
-    safe = backbone.replace("/", "_").replace(":", "_")
-    return data_dir(root) / "stores" / dataset / f"{safe}.h5"
+    """<data-dir>/stores/<dataset>/<backbone>.h5 (':' and '/' in prefixed model names become '_'); both parts
+    must be plain names (UnsafeNameError otherwise)."""
+    safe = safe_name(backbone.replace("/", "_").replace(":", "_"), "backbone name")
+    return data_dir(root) / "stores" / safe_name(dataset, "store (dataset) name") / f"{safe}.h5"
 
 
 def results_dir(root: str | Path | None = None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -51,6 +52,12 @@ def user_errors():
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
         if exc.fix and not all(part in str(exc) for part in exc.fix.split("; ")):  # not said already
             console.print(f"[bold]fix:[/] {escape(exc.fix)}")
+        raise typer.Exit(1) from None
+    except OSError as exc:  # a full disk, wherever it strikes: the writers leave no partial files behind
+        if os.environ.get("EMBEDCACHE_DEBUG") or exc.errno != errno.ENOSPC:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        console.print(f"[bold red]error:[/] the disk is full{escape(where)}; free space there and rerun the command")
         raise typer.Exit(1) from None
 
 

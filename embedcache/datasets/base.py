@@ -113,6 +113,12 @@ class Dataset(ABC):
         """Class names, in label-index order (empty when the dataset has no labels)."""
         return ()
 
+    def source_files(self) -> dict[str, list[Path]]:
+        """The raw files whose content decides the items (annotations, captions, labels, split lists), under a
+        label naming them. Their digests (`common.file_digests`) enter the store fingerprint, so a caption file
+        edited in place marks the store stale. Image files are left out (a changed image is not detected)."""
+        return {}
+
     @abstractmethod
     def splits(self) -> list[str]:
         """The split names, in a stable order (e.g. ['train', 'val', 'test'])."""

@@ -81,6 +81,11 @@ class FashionMnist(Dataset):
     def _file(self, root: Path, name: str) -> Path:
         return root / name if (root / name).is_file() else root / f"{name}.gz"
 
+    def source_files(self) -> dict[str, list[Path]]:
+        root = self._root()
+        return {f"{p}-{kind}": [self._file(root, f"{p}-{kind}")] for p in PREFIX.values()
+                for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         root, prefix = self._root(), PREFIX[split]

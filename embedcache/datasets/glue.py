@@ -73,6 +73,12 @@ class _Glue(Dataset):
     def splits(self) -> list[str]:
         return ["train", "dev"]
 
+    def source_files(self) -> dict[str, list[Path]]:
+        if self._options["source"] == "hf":
+            return {}  # read online, from the hub's pinned copy
+        root = self._root()
+        return {p.name: [p] for p in sorted([*root.glob("*.tsv"), *root.glob("*.txt")])}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         if self._options["source"] == "hf":

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.devices import resolve_device
 from embedcache.errors import BadInputError
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
@@ -249,7 +250,7 @@ def fit_classifier(job: TrainJob) -> dict[str, Run]:
     run_id, done = find_or_seed(job.head, key, seed=cfg.seed, force=job.run.force, runs_root=job.run.runs_root)
     if done is not None:
         return {"": done}
-    dev = job.run.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(job.run.device)
     model: ClassifierHead = create_head(spec)
     model.prepare(d.train)  # closed-form parts (PCA) from the training rows, before anything moves
     model.to(dev)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from embedcache import __version__
+from embedcache.devices import resolve_device
 from embedcache.errors import BadInputError
 from embedcache.fusion.heads import Head
 from embedcache.fusion.runs import Run, open_run
@@ -85,7 +86,7 @@ def embed(
         "source_store": str(store),
         "source_fingerprint": source_fp, "source_tokens": tokens, "splits": names, "embedcache_version": __version__,
     }
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     head = run.load_head(dev)
     with StoreWriter(path, new_attrs, force=force) as writer:
         for split in names:

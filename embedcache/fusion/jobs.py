@@ -10,11 +10,13 @@ dataclasses of plain data: TrainCfg enters the run id exactly as before (its fie
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedcache.errors import BadInputError
 from embedcache.fusion.settings import SETTINGS, SettingSpec
 from embedcache.registry import Registry
 
@@ -35,6 +37,12 @@ class TrainCfg:
     early_stop_patience: int = 5
     seed: int = 0
     drop_last: bool = True  # a ragged last batch of a few items is a poor contrastive step
+
+    def __post_init__(self) -> None:
+        if not (self.lr >= 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or self.epochs < 1:
+            raise BadInputError(f"training needs a finite --lr >= 0 (found {self.lr}), weight decay >= 0 (found "
+                                f"{self.weight_decay}) and --epochs >= 1 (found {self.epochs})",
+                                fix="pass --lr, --epochs with valid values")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from embedcache import evaluate as ev
+from embedcache.devices import resolve_device
 from embedcache.errors import BadInputError
 from embedcache.fusion.export import encode_view
 from embedcache.fusion.heads import Head
@@ -40,7 +41,7 @@ class Context:
                  ram_budget: int | None = None) -> None:
         self.run, self.data_dir, self.ram_budget = run, data_dir, ram_budget
         self.dataset = dataset or run.inputs[0]["dataset"]
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         self.head: Head = run.load_head(self.device)
 
     def side(self, modality: str, nth: int = 0) -> int:
@@ -143,7 +144,7 @@ def retrieval_rows(ctx: Context, *, split: str = "all", ks: tuple[int, ...] = (1
     mi, mt = ctx.side("image"), ctx.side("text")
     images, texts = ctx.view(mi, split), ctx.view(mt, split)
     if texts.links is None:
-        raise ValueError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
+        raise BadInputError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
     index = {str(i): r for r, i in enumerate(images.ids)}
     answer = np.array([index.get(str(link), -1) for link in texts.links])
     keep = answer >= 0  # captions whose image is in the image store

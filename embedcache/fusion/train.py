@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.devices import resolve_device
 from embedcache.errors import BadInputError, UserError
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.heads import HEADS, Head, HeadSpec, create_head
@@ -104,6 +105,9 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
             lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with (the scheduler may lower it below)
             train_loss = _train_epoch(head, train, batches, opt, display)
             val_loss = evaluate_loss(head, val, cfg.batch_size, cfg.seed)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):  # NaN in a store, or a diverging lr
+                raise BadInputError(f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}); "
+                                    "nothing was saved", fix="check the stores with `embedcache verify`, or lower --lr")
             sched.step(val_loss)
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
@@ -295,7 +299,7 @@ def fit_alignment(job: TrainJob) -> dict[str, Run]:
     run_id, done = find_or_seed(job.head, key, seed=job.cfg.seed, force=job.run.force, runs_root=job.run.runs_root)
     if done is not None:
         return {"": done}
-    dev = job.run.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(job.run.device)
     model = create_head(spec).to(dev)
     if job.run.progress:
         say_streamed(train_data, val_data)

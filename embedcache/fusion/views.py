@@ -28,7 +28,7 @@ import torch
 
 from embedcache.errors import BadInputError, UserError
 from embedcache.fusion.heads.base import Batch
-from embedcache.store import open_store
+from embedcache.store import StoreError, open_store
 
 RAM_FRACTION = 0.6  # token arrays up to this share of the free RAM are read whole; larger ones are streamed
 TOKEN_BYTES = 2  # tokens are held as fp16
@@ -50,6 +50,7 @@ class TokenStream:
     width: int
     window_bytes: int
     fixed: bool  # every row has the same number of tokens: blocks are (n, L, D), no mask
+    fingerprint: str = ""  # of the store the view was loaded from: each block's read checks it is still that store
     window: tuple[int, int] = (0, 0)
     reads: int = 0
     bytes_read: int = 0
@@ -69,7 +70,12 @@ class TokenStream:
     def read(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token rows [lo, hi) as (tokens, local offsets) in the View layout, read in one contiguous read."""
         with open_store(self.path) as store:
-            flat, off = store.split(self.split).token_rows(lo, hi, dtype=np.float16)
+            sp = store.split(self.split)
+            if store.fingerprint != self.fingerprint or not np.array_equal(sp.offsets(), self.offsets):
+                raise StoreError(f"store {self.path} changed while it was streamed (fingerprint {self.fingerprint} "
+                                 f"-> {store.fingerprint}, or other token rows): a run must not mix two stores; "
+                                 "rerun once the store is rebuilt")
+            flat, off = sp.token_rows(lo, hi, dtype=np.float16)
         self.reads, self.bytes_read = self.reads + 1, self.bytes_read + flat.nbytes
         return _token_tensors(flat, off, self.width, self.fixed)
 
@@ -198,7 +204,7 @@ def _token_tensors(flat: np.ndarray, offsets: np.ndarray, width: int, fixed: boo
     return tokens, torch.from_numpy(offsets.astype(np.int64))
 
 
-def _load_tokens(split: Any, path: Path, ram_budget: int | None
+def _load_tokens(split: Any, path: Path, ram_budget: int | None, fingerprint: str = ""
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, TokenStream | None]:
     """The split's tokens whole (one contiguous read) when they fit the budget, else a TokenStream."""
     offsets = split.offsets()
@@ -212,7 +218,8 @@ def _load_tokens(split: Any, path: Path, ram_budget: int | None
         return (*_token_tensors(flat, off, width, fixed), None)
     largest_row = int(lengths.max()) * width * TOKEN_BYTES
     window = max(budget // 2, largest_row)  # two streamed stores (image and text tokens) fit the budget together
-    return None, None, TokenStream(path, split.name, np.asarray(offsets, np.int64), width, window, fixed)
+    return None, None, TokenStream(path, split.name, np.asarray(offsets, np.int64), width, window, fixed,
+                                   fingerprint)
 
 
 def load_view(path: str | Path, split: str, *, tokens: bool | None = False, ram_budget: int | None = None) -> View:
@@ -228,7 +235,7 @@ def load_view(path: str | Path, split: str, *, tokens: bool | None = False, ram_
                                 f"`embedcache extract {store.attrs.get('dataset', path.parent.name)} "
                                 f"--model {store.attrs.get('backbone', path.stem)} --tokens --force`, "
                                 "or train on pooled vectors (`--pooled`)")
-        tok, off, stream = _load_tokens(s, path, ram_budget) if use_tokens else (None, None, None)
+        tok, off, stream = _load_tokens(s, path, ram_budget, store.fingerprint) if use_tokens else (None, None, None)
         return View(path=str(path), split=split, ids=np.asarray(s.ids).astype(str),
                     pooled=torch.from_numpy(s.pooled(np.float32)), tokens=tok, offsets=off, labels=s.labels,
                     links=None if s.links is None else np.asarray(s.links).astype(str), pairs=s.pairs,

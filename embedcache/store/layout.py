@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -25,6 +26,7 @@ _RESERVED = ("fingerprint", "complete", "json_attrs")  # bookkeeping attrs the w
 _STR = h5py.string_dtype("utf-8")
 _WINDOW_BYTES = 64 << 20  # rows copied per step while merging: bounds memory, not the layout
 _SHARD_RE = re.compile(r"^(\d+)\.h5$")
+CHECKSUM_ATTR = "sha256"  # split group attr: JSON {"pooled": hex, "tokens": hex} of the arrays' bytes (C order)
 
 
 class StoreError(UserError, RuntimeError):
@@ -37,6 +39,10 @@ class StaleStoreError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another live writer holds the lock of this part (names its pid and the lock file)."""
+
+
+class DamagedStoreError(StoreError):
+    """A store file is unreadable or inconsistent (names the problem and the rebuild command)."""
 
 
 class IncompleteStoreError(StoreError):
@@ -250,18 +256,22 @@ def _gather(sources: list[Path | h5py.Group]) -> dict[str, Any]:
     return meta
 
 
-def _stream(g: h5py.Group, name: str, sources: list, rows: list[int], width: int, dtype: type) -> None:
-    """Create g[name] (sum(rows), width) and copy each block's rows into it in bounded windows."""
+def _stream(g: h5py.Group, name: str, sources: list, rows: list[int], width: int, dtype: type) -> str:
+    """Create g[name] (sum(rows), width) and copy each block's rows into it in bounded windows; return the
+    sha256 of the array's bytes (C order), hashed on the way (recorded for `embedcache verify`)."""
     dst = g.create_dataset(name, shape=(sum(rows), width), dtype=dtype, track_times=False)
     step = max(1, _WINDOW_BYTES // max(1, width * np.dtype(dtype).itemsize))
-    start = 0
+    start, digest = 0, hashlib.sha256()
     for source, n in zip(sources, rows, strict=True):
         if n:
             with _opened(source) as src:
                 for a in range(0, n, step):
                     b = min(n, a + step)
-                    dst[start + a : start + b] = src[name][a:b]
+                    block = np.ascontiguousarray(src[name][a:b], dtype=dtype)
+                    dst[start + a : start + b] = block
+                    digest.update(block.tobytes())
         start += n
+    return digest.hexdigest()
 
 
 def _write_split(g: h5py.Group, sources: list, pairs: tuple | None, dtype: type) -> None:
@@ -269,13 +279,14 @@ def _write_split(g: h5py.Group, sources: list, pairs: tuple | None, dtype: type)
     meta = _gather(sources)
     dim = next(iter(meta["dims"]), 0)
     _put_str(g, "ids", meta["ids"])
-    _stream(g, "pooled", sources, meta["rows"], dim, dtype)
+    sums = {"pooled": _stream(g, "pooled", sources, meta["rows"], dim, dtype)}
     if True in meta["tokens"]:
         lengths = np.concatenate(meta["lengths"]) if meta["lengths"] else np.zeros(0, np.int64)
         _put(g, "token_offsets", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         token_rows = [int(np.sum(x)) for x in meta["lengths"]]
         blocks = [s for s, n in zip(sources, meta["rows"], strict=True) if n]
-        _stream(g, "tokens", blocks, token_rows, meta["token_dims"].pop(), dtype)
+        sums["tokens"] = _stream(g, "tokens", blocks, token_rows, meta["token_dims"].pop(), dtype)
+    g.attrs[CHECKSUM_ATTR] = json.dumps(sums, sort_keys=True)
     if True in meta["has_labels"]:
         _put(g, "labels", np.concatenate(meta["labels"]))
     if True in meta["has_links"]:

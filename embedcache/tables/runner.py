@@ -227,6 +227,12 @@ def run_all(names: Sequence[str] | None = None, *, demo: bool | None = None, dir
         spec = None
         try:
             spec = load_pipeline(name)
+        except (ValueError, FileNotFoundError) as exc:  # a spec error: its message says what to fix, no traceback
+            log.error("invalid pipeline spec: %s", exc)
+            results.append(PipelineResult(Path(name).stem, status="failed", missing=[
+                Missing(f"the spec is invalid: {exc}", f"fix {name}, then: embedcache run {Path(name).stem}")]))
+            continue
+        try:
             results.append(run_pipeline(spec, paths, seeds=seeds, progress=progress, device=device))
         except Exception as exc:  # one broken pipeline must not stop `make all`
             log.exception("pipeline %s failed", name)

@@ -41,6 +41,7 @@ from typing import Any
 
 from embedcache.errors import BadInputError, NotFoundError
 from embedcache.fingerprint import to_plain
+from embedcache.paths import UnsafeNameError, safe_name
 from embedcache.tables.reference import pipelines_dir, read_toml
 
 ROW_KINDS = ("ours", "baseline", "floor")
@@ -213,8 +214,22 @@ def validate(spec: PipelineSpec, where: str = "") -> None:
             problems.append(f"plot {plot.file!r}: kind must be one of {PLOT_KINDS} and rows among the row labels")
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
         problems.append(f"seeds must be distinct and non-empty; found {spec.seeds}")
+    problems += _unsafe_names(spec)
     if problems:
         raise BadInputError(f"{where}: " + "; ".join(problems))
+
+
+def _unsafe_names(spec: PipelineSpec) -> list[str]:
+    """Names that become paths (results/<name>.*, stores/<store>/, plot files) must be plain file names."""
+    named = [("pipeline name", spec.name), *(("store name", st.store) for st in spec.stores),
+             *(("plot file", p.file) for p in spec.plots)]
+    problems = []
+    for what, name in named:
+        try:
+            safe_name(name, what)
+        except UnsafeNameError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def spec_to_dict(spec: PipelineSpec) -> dict[str, Any]:
