@@ -27,8 +27,8 @@ def run(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Regenerate result tables: extract missing stores, train each head over its seeds, evaluate, write
-    results/<table>.md/.csv/.png. Pipelines that cannot run still write their table with what is missing;
-    the exit code is non-zero when any did not run."""
+    results/<table>.md/.csv/.png and the page results/index.html. Pipelines that cannot run still write their
+    table with what is missing; the exit code is non-zero when any did not run."""
     from embedcache.tables.runner import run_all
 
     result = run_all(pipeline or None, demo=demo, paths=Paths.resolve(data_dir),
@@ -38,6 +38,8 @@ def run(
         for path in r.outputs:
             if str(path).endswith(".md"):
                 out.print(f"table: {path}")
+    if result.report is not None:
+        out.print(f"report: {result.report}")
     raise typer.Exit(result.exit_code)
 
 
@@ -53,9 +55,12 @@ def pipelines() -> None:
 
 
 def tables() -> None:
-    """Rebuild every results/<table>.md/.csv/.png from the recorded runs, without training anything."""
+    """Rebuild every results/<table>.md/.csv/.png and the page results/index.html from the recorded runs,
+    without training anything."""
     from embedcache.paths import results_dir
+    from embedcache.tables.report import write_report
     from embedcache.tables.results import write_all_tables
 
     for path in write_all_tables(results_dir()):
         out.print(f"wrote {path}")
+    out.print(f"report: {write_report(results_dir())}")
