@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from embedcache.evaluate.probe import _evaluate, finetune, linear_probe
+from embedcache.evaluate.probe import ProbeCfg, _evaluate, finetune, linear_probe
 
 
 def blobs(seed: int, n: int, classes: int = 4, dim: int = 8, offset: float = 0.0):
@@ -23,7 +24,7 @@ def blobs(seed: int, n: int, classes: int = 4, dim: int = 8, offset: float = 0.0
 
 def test_probe_learns_separable_classes_and_reports_each_logged_epoch() -> None:
     (xtr, ytr), (xte, yte) = blobs(0, 400), blobs(1, 200)
-    out = linear_probe(xtr, ytr, xte, yte, epochs=20, log_at=(5, 20), batch_size=64)
+    out = linear_probe(xtr, ytr, xte, yte, ProbeCfg(epochs=20, log_at=(5, 20), batch_size=64))
     assert set(out) == {"probe_acc@5", "probe_top5@5", "probe_acc@20", "probe_top5@20"}
     assert out["probe_acc@20"] > 0.9
     assert out["probe_top5@20"] == 1.0  # 4 classes: the true one is always in the top 5
@@ -32,7 +33,7 @@ def test_probe_learns_separable_classes_and_reports_each_logged_epoch() -> None:
 def test_probe_on_random_labels_stays_near_chance() -> None:
     (xtr, _), (xte, _) = blobs(0, 400), blobs(1, 400)
     rng = np.random.default_rng(5)
-    out = linear_probe(xtr, rng.integers(0, 4, 400), xte, rng.integers(0, 4, 400), epochs=10, log_at=(10,))
+    out = linear_probe(xtr, rng.integers(0, 4, 400), xte, rng.integers(0, 4, 400), ProbeCfg(epochs=10, log_at=(10,)))
     assert out["probe_acc@10"] < 0.4
 
 
@@ -40,32 +41,33 @@ def test_probe_standardises_with_train_statistics_only() -> None:
     # The test set is shifted by +50 in every feature. With train statistics the shift survives and
     # wrecks accuracy; statistics taken from (or including) the test set would remove it.
     (xtr, ytr), (xte, yte) = blobs(0, 400), blobs(1, 200, offset=50.0)
-    opts = {"epochs": 10, "log_at": (10,), "batch_size": 32, "standardize": True}
-    shifted = linear_probe(xtr, ytr, xte, yte, **opts)["probe_acc@10"]
-    clean = linear_probe(xtr, ytr, xte - 50.0, yte, **opts)["probe_acc@10"]
+    opts = ProbeCfg(epochs=10, log_at=(10,), batch_size=32, standardize=True)
+    shifted = linear_probe(xtr, ytr, xte, yte, opts)["probe_acc@10"]
+    clean = linear_probe(xtr, ytr, xte - 50.0, yte, opts)["probe_acc@10"]
     assert clean > 0.9 and shifted < 0.6
 
 
 def test_probe_defaults_are_the_authors_raw_features_batch_64() -> None:
     # The authors' linear_classification.py: SGD lr 1e-3 momentum 0.9, batch 64, no feature scaling.
     (xtr, ytr), (xte, yte) = blobs(0, 300), blobs(1, 100)
-    defaults = {k: v.default for k, v in inspect.signature(linear_probe).parameters.items()}
-    assert (defaults["batch_size"], defaults["lr"], defaults["standardize"], defaults["optimizer"]) == (64, 1e-3, False,
-                                                                                                         "sgd")
-    opts = {"epochs": 2, "log_at": (2,)}
-    raw, scaled = linear_probe(xtr, ytr, xte, yte, **opts), linear_probe(xtr * 1e-3, ytr, xte * 1e-3, yte, **opts)
+    defaults = inspect.signature(linear_probe).parameters["cfg"].default
+    assert defaults == ProbeCfg()
+    assert inspect.signature(finetune).parameters["cfg"].default == ProbeCfg(prefix="finetune")
+    assert (defaults.batch_size, defaults.lr, defaults.standardize, defaults.optimizer) == (64, 1e-3, False, "sgd")
+    opts = ProbeCfg(epochs=2, log_at=(2,))
+    raw, scaled = linear_probe(xtr, ytr, xte, yte, opts), linear_probe(xtr * 1e-3, ytr, xte * 1e-3, yte, opts)
     assert raw != scaled  # raw features: their scale is part of the optimisation
-    std = {**opts, "standardize": True}
-    small = linear_probe(xtr * 1e-3, ytr, xte * 1e-3, yte, **std)
-    assert linear_probe(xtr, ytr, xte, yte, **std) == pytest.approx(small, abs=1e-6)
+    std = dataclasses.replace(opts, standardize=True)
+    small = linear_probe(xtr * 1e-3, ytr, xte * 1e-3, yte, std)
+    assert linear_probe(xtr, ytr, xte, yte, std) == pytest.approx(small, abs=1e-6)
 
 
 def test_probe_is_deterministic_and_leaves_the_global_rng_alone() -> None:
     (xtr, ytr), (xte, yte) = blobs(0, 300), blobs(1, 100)
     state = torch.get_rng_state()
-    a = linear_probe(xtr, ytr, xte, yte, epochs=3, log_at=(1, 2, 3), seed=7, optimizer="adamw")
+    a = linear_probe(xtr, ytr, xte, yte, ProbeCfg(epochs=3, log_at=(1, 2, 3), seed=7, optimizer="adamw"))
     assert torch.equal(torch.get_rng_state(), state)
-    assert linear_probe(xtr, ytr, xte, yte, epochs=3, log_at=(1, 2, 3), seed=7, optimizer="adamw") == a
+    assert linear_probe(xtr, ytr, xte, yte, ProbeCfg(epochs=3, log_at=(1, 2, 3), seed=7, optimizer="adamw")) == a
 
 
 def test_evaluate_matches_naive_accuracy_with_pessimistic_ties() -> None:
@@ -103,20 +105,21 @@ def test_finetune_trains_a_copy_with_tuple_inputs_and_collate() -> None:
         return batch[0] / 3.0, batch[1]
 
     inputs_tr, inputs_te = (xtr, torch.ones(300)), (xte, torch.ones(150))
-    out = finetune(encoder, inputs_tr, ytr, inputs_te, yte, epochs=8, log_at=(8,), lr=1e-2, seed=1,
-                   collate=collate, batch_size=32)
+    cfg = ProbeCfg(epochs=8, log_at=(8,), lr=1e-2, seed=1, batch_size=32, prefix="finetune")
+    out = finetune(encoder, inputs_tr, ytr, inputs_te, yte, cfg, collate=collate)
     assert out["finetune_acc@8"] > 0.9
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # caller's copy untouched
     # one 2-row shape probe, then 300 rows as 9 x 32 + 12 per epoch, then the 150 test rows in one batch
     assert seen[:11] == [2] + [32] * 9 + [12] and seen[-1] == 150
-    again = finetune(encoder, inputs_tr, ytr, inputs_te, yte, epochs=8, log_at=(8,), lr=1e-2, seed=1,
-                     collate=collate, batch_size=32)
+    again = finetune(encoder, inputs_tr, ytr, inputs_te, yte, cfg, collate=collate)
     assert again == out
 
 
 def test_finetune_refuses_unpooled_encoders_and_bad_log_epochs() -> None:
     (x, y) = blobs(0, 20)
     with pytest.raises(ValueError, match=r"pooled features \(B, D\)"):
-        finetune(nn.Unflatten(1, (2, 4)), x, y, x, y, epochs=1, log_at=(1,))
+        finetune(nn.Unflatten(1, (2, 4)), x, y, x, y, ProbeCfg(epochs=1, log_at=(1,), prefix="finetune"))
     with pytest.raises(ValueError, match="outside 1..3"):
-        linear_probe(x, y, x, y, epochs=3, log_at=(5,))
+        linear_probe(x, y, x, y, ProbeCfg(epochs=3, log_at=(5,)))
+    with pytest.raises(ValueError, match="not to finetune"):
+        finetune(nn.Linear(8, 4), x, y, x, y, ProbeCfg(epochs=1, log_at=(1,), standardize=True))

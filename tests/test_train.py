@@ -11,7 +11,7 @@ import pytest
 import torch
 from _stage2_fixtures import fit_one, make_toy_stores
 
-from embedcache.fusion.export import embed, encode_view
+from embedcache.fusion.export import ExportCfg, embed, encode_view
 from embedcache.fusion.heads import HeadSpec, create_head
 from embedcache.fusion.pairings import join
 from embedcache.fusion.tasks import evaluate_run
@@ -190,7 +190,7 @@ def test_embed_writes_a_reusable_store(run, toy) -> None:
     assert embed(run, store=toy.paths["image"], data_dir=toy.data_dir) == path
     assert os.stat(path).st_mtime_ns == stamp  # complete store of the same fingerprint: kept
     with pytest.raises(ValueError, match="takes 32-d vectors but the store holds 40-d"):
-        embed(run, store=toy.paths["text-b"], data_dir=toy.data_dir, out=toy.data_dir / "x.h5")
+        embed(run, store=toy.paths["text-b"], data_dir=toy.data_dir, cfg=ExportCfg(out=toy.data_dir / "x.h5"))
 
 
 def test_classification_tasks_run_and_are_recorded(run, toy) -> None:

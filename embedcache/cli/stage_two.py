@@ -120,11 +120,12 @@ def embed(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Write a trained head's output embeddings for a store as a new, reusable store."""
+    from embedcache.fusion.export import ExportCfg
     from embedcache.fusion.export import embed as run_embed
 
     with user_errors():
-        path = run_embed(run, store=_store_ref(store, data_dir), out=out_path, device=device, force=force,
-                         data_dir=use_data_dir(data_dir))
+        path = run_embed(run, store=_store_ref(store, data_dir), cfg=ExportCfg(out=out_path, force=force),
+                         device=device, data_dir=use_data_dir(data_dir))
     out.print(f"wrote {path}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from embedcache.evaluate.classification import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.evaluate.pairs import choose_threshold, pair_classification, paired_cosine
-from embedcache.evaluate.probe import finetune, linear_probe
+from embedcache.evaluate.probe import ProbeCfg, finetune, linear_probe
 from embedcache.evaluate.retrieval import (
     DEFAULT_HIT_KS,
     best_positive_ranks,
@@ -30,7 +30,7 @@ from embedcache.evaluate.zeroshot import (
 )
 
 __all__ = [
-    "CBMF_TEMPLATES", "DEFAULT_BANDS", "DEFAULT_HIT_KS", "DEFAULT_TEMPLATES", "DEFAULT_TOLERANCES",
+    "CBMF_TEMPLATES", "DEFAULT_BANDS", "ProbeCfg", "DEFAULT_HIT_KS", "DEFAULT_TEMPLATES", "DEFAULT_TOLERANCES",
     "best_positive_ranks", "binary_metrics", "choose_threshold", "class_embeddings", "cosine_to_sts", "finetune",
     "linear_probe", "multilabel_metrics", "pair_classification", "paired_cosine", "positives_by_key", "prompts",
     "rank_metrics", "repeated_gallery_ranks", "retrieval_metrics", "single_label_metrics", "sts_metrics", "zero_shot",

@@ -2,7 +2,7 @@
 
 Both follow CBMF's protocol: train for `epochs`, report test accuracy after the epochs in `log_at`
 (20/40/60/80/100 in the paper's tables). The authors' scripts use SGD (lr 1e-3, momentum 0.9, batch
-64) on the raw head outputs, our defaults too (`standardize=True` with a larger batch is the option); their
+64) on the raw head outputs, the defaults of ProbeCfg too (`standardize=True` with a larger batch is the option); their
 classifier is Linear -> Linear (256 -> 128 -> C, no activation), here one nn.Linear (the same function
 class), and the optimiser comes from OPTIMIZERS. The whole data set stays in memory as tensors and minibatches
 are permutation slices, never a DataLoader. Training runs under a forked, seeded torch RNG: equal seeds
@@ -12,8 +12,9 @@ give equal numbers and the caller's global RNG state is left as it was.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,72 +31,92 @@ OPTIMIZERS.register("sgd", lambda params, lr, wd: torch.optim.SGD(params, lr=lr,
 OPTIMIZERS.register("adamw", lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd))
 
 
+@dataclass(frozen=True)
+class ProbeCfg:
+    """How a probe or a fine-tune trains and reports: `epochs`, evaluated after each epoch in `log_at`; optimizer
+    `optimizer` (OPTIMIZERS) with `lr` and `weight_decay` over minibatches of `batch_size`, under torch seed
+    `seed`; metric names start with `prefix`. Defaults are the CBMF authors' (SGD lr 1e-3 momentum 0.9, batch 64,
+    raw features); `standardize` scales a linear probe's features by the train mean and std (not for finetune)."""
+
+    epochs: int = 100
+    log_at: tuple[int, ...] = (20, 40, 60, 80, 100)
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    seed: int = 0
+    optimizer: str = "sgd"
+    standardize: bool = False
+    prefix: str = "probe"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "log_at", tuple(self.log_at))  # a TOML list becomes a hashable tuple
+
+
+PROBE, FINETUNE = ProbeCfg(), ProbeCfg(prefix="finetune")  # the defaults of linear_probe and finetune
+
+
 def linear_probe(
-    train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, *,
-    epochs: int = 100, log_at: Sequence[int] = (20, 40, 60, 80, 100), lr: float = 1e-3, batch_size: int = 64,
-    weight_decay: float = 0.0, seed: int = 0, optimizer: str = "sgd", prefix: str = "probe",
-    standardize: bool = False,
+    train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, cfg: ProbeCfg = PROBE,
 ) -> dict[str, float]:
     """Train a linear classifier on frozen features train_x (N, D) -> train_y (N,) and return the test
-    accuracy `{prefix}_acc@{e}` and top-5 accuracy `{prefix}_top5@{e}` after each epoch e in `log_at`.
-    Defaults are the CBMF authors' (raw features, batch 64, SGD lr 1e-3 momentum 0.9); standardize=True
-    scales features with the TRAIN mean and std only (test rows never leak into them)."""
+    accuracy `{cfg.prefix}_acc@{e}` and top-5 accuracy `{cfg.prefix}_top5@{e}` after each epoch e in
+    `cfg.log_at`. cfg.standardize scales features with the TRAIN mean and std only (test rows never leak)."""
     xtr, xte = as_float(train_x), as_float(test_x)
     ytr, yte = as_long(train_y, xtr.device), as_long(test_y, xtr.device)
-    _check_data(xtr, ytr, xte, yte, epochs, log_at)
+    _check_data(xtr, ytr, xte, yte, cfg)
     xte = xte.to(xtr.device)
-    if standardize:
+    if cfg.standardize:
         mean, std = xtr.mean(dim=0), xtr.std(dim=0, unbiased=False).clamp_min(1e-6)
         xtr, xte = (xtr - mean) / std, (xte - mean) / std
-    with _seeded(seed, xtr.device):
+    with _seeded(cfg.seed, xtr.device):
         head = nn.Linear(xtr.shape[1], _num_classes(ytr, yte)).to(xtr.device)
-        opt = OPTIMIZERS.get(optimizer)(head.parameters(), lr, weight_decay)
-        return _train(head, lambda idx: head(xtr[idx]), lambda idx: head(xte[idx]),
-                      ytr, yte, opt, epochs, log_at, batch_size, prefix)
+        opt = OPTIMIZERS.get(cfg.optimizer)(head.parameters(), cfg.lr, cfg.weight_decay)
+        return _train(head, lambda idx: head(xtr[idx]), lambda idx: head(xte[idx]), (ytr, yte), opt, cfg)
 
 
 def finetune(
-    encoder: nn.Module, train_inputs: Inputs, train_y: ArrayLike, test_inputs: Inputs, test_y: ArrayLike, *,
-    epochs: int = 100, log_at: Sequence[int] = (20, 40, 60, 80, 100), lr: float = 1e-3, seed: int = 0,
-    collate: Callable[[Inputs], Inputs] | None = None, batch_size: int = 64, weight_decay: float = 0.0,
-    optimizer: str = "sgd", prefix: str = "finetune",
+    encoder: nn.Module, train_inputs: Inputs, train_y: ArrayLike, test_inputs: Inputs, test_y: ArrayLike,
+    cfg: ProbeCfg = FINETUNE, collate: Callable[[Inputs], Inputs] | None = None,
 ) -> dict[str, float]:
     """Train a deep copy of `encoder` (the caller's module is untouched) plus a linear classifier on its
-    (B, D) output; return `{prefix}_acc@{e}` and `{prefix}_top5@{e}` on the test set after each epoch in
-    `log_at`. Inputs are a tensor or a tuple of tensors indexed by row; a row batch goes through
+    (B, D) output; return `{cfg.prefix}_acc@{e}` and `{cfg.prefix}_top5@{e}` on the test set after each epoch
+    in `cfg.log_at`. Inputs are a tensor or a tuple of tensors indexed by row; a row batch goes through
     `collate` if given, then into the encoder (a tuple is unpacked into positional arguments)."""
+    if cfg.standardize:
+        raise BadInputError("standardize applies to a linear probe on fixed features, not to finetune; drop it")
     enc = copy.deepcopy(encoder)
     device = next((p.device for p in enc.parameters()), _first(train_inputs).device)
     ytr, yte = as_long(train_y, device), as_long(test_y, device)
-    _check_data(_first(train_inputs), ytr, _first(test_inputs), yte, epochs, log_at)
-    with _seeded(seed, device):
+    _check_data(_first(train_inputs), ytr, _first(test_inputs), yte, cfg)
+    with _seeded(cfg.seed, device):
         dim = _output_dim(enc, train_inputs, collate, device)
         model = nn.ModuleDict({"encoder": enc, "head": nn.Linear(dim, _num_classes(ytr, yte))}).to(device)
-        opt = OPTIMIZERS.get(optimizer)(model.parameters(), lr, weight_decay)
+        opt = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), cfg.lr, cfg.weight_decay)
 
         def logits(inputs: Inputs) -> Callable[[torch.Tensor], torch.Tensor]:
             return lambda idx: model["head"](_encode(enc, _take(inputs, idx, device), collate))
 
-        return _train(model, logits(train_inputs), logits(test_inputs), ytr, yte, opt, epochs, log_at,
-                      batch_size, prefix)
+        return _train(model, logits(train_inputs), logits(test_inputs), (ytr, yte), opt, cfg)
 
 
 def _train(
     model: nn.Module, train_logits: Callable[[torch.Tensor], torch.Tensor],
-    test_logits: Callable[[torch.Tensor], torch.Tensor], ytr: torch.Tensor, yte: torch.Tensor,
-    opt: torch.optim.Optimizer, epochs: int, log_at: Sequence[int], batch_size: int, prefix: str,
+    test_logits: Callable[[torch.Tensor], torch.Tensor], labels: tuple[torch.Tensor, torch.Tensor],
+    opt: torch.optim.Optimizer, cfg: ProbeCfg,
 ) -> dict[str, float]:
-    """Cross-entropy epochs over permutation minibatches; evaluate after each epoch in `log_at`."""
+    """Cross-entropy epochs over permutation minibatches of the train labels (labels = (train, test));
+    evaluate on the test labels after each epoch in `cfg.log_at`."""
+    ytr, yte = labels
     out: dict[str, float] = {}
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, cfg.epochs + 1):
         model.train()
-        for idx in torch.randperm(len(ytr)).to(ytr.device).split(batch_size):
+        for idx in torch.randperm(len(ytr)).to(ytr.device).split(cfg.batch_size):
             opt.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(train_logits(idx), ytr[idx]).backward()
             opt.step()
-        if epoch in log_at:
+        if epoch in cfg.log_at:
             top1, top5 = _evaluate(model, test_logits, yte)
-            out[join(prefix, f"acc@{epoch}")], out[join(prefix, f"top5@{epoch}")] = top1, top5
+            out[join(cfg.prefix, f"acc@{epoch}")], out[join(cfg.prefix, f"top5@{epoch}")] = top1, top5
     return out
 
 
@@ -156,12 +177,11 @@ def _num_classes(*labels: torch.Tensor) -> int:
     return int(max(int(y.max()) for y in labels)) + 1
 
 
-def _check_data(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
-                epochs: int, log_at: Sequence[int]) -> None:
+def _check_data(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor, cfg: ProbeCfg) -> None:
     check_rows("train inputs", len(xtr), "train_y", len(ytr))
     check_rows("test inputs", len(xte), "test_y", len(yte))
     if int(ytr.min()) < 0 or int(yte.min()) < 0:
         raise BadInputError("labels must be class indices >= 0")
-    late = [e for e in log_at if not 1 <= e <= epochs]
+    late = [e for e in cfg.log_at if not 1 <= e <= cfg.epochs]
     if late:
-        raise BadInputError(f"log_at epochs {late} are outside 1..{epochs}; raise epochs or drop them from log_at")
+        raise BadInputError(f"log_at epochs {late} are outside 1..{cfg.epochs}; raise epochs or drop them from log_at")

@@ -31,7 +31,7 @@ from embedcache.devices import resolve_device
 from embedcache.errors import BadInputError
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
-from embedcache.fusion.export import embed
+from embedcache.fusion.export import ExportCfg, embed
 from embedcache.fusion.heads import HEADS, HeadSpec, create_head
 from embedcache.fusion.heads import clfa as _clfa  # noqa: F401  registers clfa and cross-attention
 from embedcache.fusion.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classifier_names
@@ -308,6 +308,6 @@ def write_head_stores(run: Run, *, names: Sequence[str], dataset: str | None = N
     model_id `run:<run id>`): an aligned teacher for `clfa` when no CLIP weights are at hand."""
     if len(names) != len(run.inputs):
         raise BadInputError(f"run {run.id} has {len(run.inputs)} inputs; got {len(names)} names {list(names)}")
-    return [embed(run, store=inp["path"], modality=m, name=name, dataset=dataset, data_dir=data_dir,
-                  splits=None if splits is None else list(splits), force=force)
+    return [embed(run, store=inp["path"], data_dir=data_dir, cfg=ExportCfg(
+                modality=m, name=name, dataset=dataset, splits=None if splits is None else tuple(splits), force=force))
             for m, (inp, name) in enumerate(zip(run.inputs, names, strict=True))]

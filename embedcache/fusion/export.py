@@ -9,6 +9,7 @@ either changes. Token-level outputs are not written (pooled outputs only).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,30 +58,45 @@ def match_input(run: Run, attrs: dict[str, Any], dim: int) -> int:
     return m
 
 
-def embed(
-    run: str | Path | Run, *, store: str | Path, modality: int | None = None, splits: list[str] | None = None,
-    data_dir: str | Path | None = None, out: str | Path | None = None, name: str | None = None,
-    dataset: str | None = None, batch_size: int = 1024, device: str | None = None, dtype: str = "float32",
-    force: bool = False, runs_root: str | Path | None = None,
-) -> Path:
-    """Write the outputs of `run`'s head on every split (or `splits`) of `store` as a new store; returns its path.
+@dataclass(frozen=True)
+class ExportCfg:
+    """What `embed` writes. modality: the head input index (default: matched by backbone, else by modality);
+    splits: the source splits to pass (default all); the new store is `<dataset>/<name>` (default name
+    `run:<run id>:<source backbone>`, dataset the source's) unless `out` is given; `batch_size` rows per
+    forward pass; `dtype` recorded in the attrs; `force` replaces a stale store of the same path."""
 
-    modality: the head input index (default: matched by backbone, else by modality). Token inputs are used
-    when the run trained on tokens. The new store is `<dataset>/<name>` (default name `run:<run id>:<source
-    backbone>`, dataset the source's) unless `out` is given. A store with the same fingerprint is kept; a
-    stale one needs `force`.
+    modality: int | None = None
+    splits: tuple[str, ...] | None = None
+    out: str | Path | None = None
+    name: str | None = None
+    dataset: str | None = None
+    batch_size: int = 1024
+    dtype: str = "float32"
+    force: bool = False
+
+
+EXPORT = ExportCfg()
+
+
+def embed(
+    run: str | Path | Run, *, store: str | Path, cfg: ExportCfg = EXPORT, data_dir: str | Path | None = None,
+    device: str | None = None, runs_root: str | Path | None = None,
+) -> Path:
+    """Write the outputs of `run`'s head on every split (or `cfg.splits`) of `store` as a new store (where and
+    under which name: `cfg`); returns its path. Token inputs are used when the run trained on tokens. A store
+    with the same fingerprint is kept; a stale one needs `cfg.force`.
     """
     run = run if isinstance(run, Run) else open_run(run, runs_root)
     with open_store(Path(store)) as src:
-        attrs, source_fp, names = dict(src.attrs), src.fingerprint, splits or list(src.splits)
+        attrs, source_fp, names = dict(src.attrs), src.fingerprint, list(cfg.splits or src.splits)
         dim = src.split(names[0]).dim
-    m = match_input(run, attrs, dim) if modality is None else modality
+    m = match_input(run, attrs, dim) if cfg.modality is None else cfg.modality
     tokens = bool(run.inputs[m]["tokens"])
-    backbone = name or f"run:{run.id}:{attrs.get('backbone', Path(store).stem)}"
-    dataset = dataset or str(attrs.get("dataset", Path(store).parent.name))
-    path = Path(out) if out else store_path(dataset, backbone, data_dir)
+    backbone = cfg.name or f"run:{run.id}:{attrs.get('backbone', Path(store).stem)}"
+    dataset = cfg.dataset or str(attrs.get("dataset", Path(store).parent.name))
+    path = Path(cfg.out) if cfg.out else store_path(dataset, backbone, data_dir)
     new_attrs = {
-        "backbone": backbone, "modality": attrs.get("modality", ""), "dataset": dataset, "dtype": dtype,
+        "backbone": backbone, "modality": attrs.get("modality", ""), "dataset": dataset, "dtype": cfg.dtype,
         "classes": attrs.get("classes", []), "label_kind": attrs.get("label_kind", "none"), "tokens": False,
         "model_id": f"run:{run.id}", "run_id": run.id, "head": run.record["head"], "head_input": m,
         "source_store": str(store),
@@ -88,12 +104,12 @@ def embed(
     }
     dev = resolve_device(device)
     head = run.load_head(dev)
-    with StoreWriter(path, new_attrs, force=force) as writer:
+    with StoreWriter(path, new_attrs, force=cfg.force) as writer:
         for split in names:
             if writer.has_split(split):
                 continue
             view = load_view(store, split, tokens=tokens)
-            emb = encode_view(head, m, view, batch_size=batch_size, device=dev).numpy()
+            emb = encode_view(head, m, view, batch_size=cfg.batch_size, device=dev).numpy()
             _write_split(writer, split, view, emb)
     return path
 

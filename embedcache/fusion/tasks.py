@@ -207,8 +207,9 @@ def linear_probe(ctx: Context, *, train_split: str = "train", split: str = "test
         tr, te = ctx.view(mi, train_split, raw=raw), ctx.view(mi, split, raw=raw)
         a, b = _labelled(tr), _labelled(te)
         xtr, xte = (tr.pooled, te.pooled) if raw else (ctx.encode(mi, tr), ctx.encode(mi, te))
-        metrics.update(ev.linear_probe(xtr[a], tr.labels[a], xte[b], te.labels[b], epochs=epochs, log_at=log_at,
-                                       seed=seed, prefix="raw_probe" if raw else "probe", **probe_options))
+        cfg = ev.ProbeCfg(epochs=epochs, log_at=log_at, seed=seed, prefix="raw_probe" if raw else "probe",
+                          **probe_options)
+        metrics.update(ev.linear_probe(xtr[a], tr.labels[a], xte[b], te.labels[b], cfg))
     return metrics, {"train_split": train_split, "split": split, "epochs": epochs, "seed": seed}
 
 
@@ -224,12 +225,12 @@ def finetune(ctx: Context, *, train_split: str = "train", split: str = "test", e
     both = concat_views(tr, te).to(ctx.device)  # inputs are row numbers; collate gathers (x, mask) batches
     rows_tr = torch.from_numpy(a).to(ctx.device)
     rows_te = torch.from_numpy(b + len(tr)).to(ctx.device)
-    metrics = ev.finetune(ctx.head.encoder(mi), rows_tr, tr.labels[a], rows_te, te.labels[b], epochs=epochs,
-                          log_at=log_at, seed=seed, collate=both.gather, **finetune_options)
+    cfg = ev.ProbeCfg(epochs=epochs, log_at=log_at, seed=seed, **{"prefix": "finetune", **finetune_options})
+    metrics = ev.finetune(ctx.head.encoder(mi), rows_tr, tr.labels[a], rows_te, te.labels[b], cfg, collate=both.gather)
     if baseline:
         rtr, rte = ctx.view(mi, train_split, raw=True), ctx.view(mi, split, raw=True)
-        metrics.update(ev.linear_probe(rtr.pooled[a], rtr.labels[a], rte.pooled[b], rte.labels[b], epochs=epochs,
-                                       log_at=log_at, seed=seed, prefix="raw_probe"))
+        raw_cfg = ev.ProbeCfg(epochs=epochs, log_at=log_at, seed=seed, prefix="raw_probe")
+        metrics.update(ev.linear_probe(rtr.pooled[a], rtr.labels[a], rte.pooled[b], rte.labels[b], raw_cfg))
     return metrics, {"train_split": train_split, "split": split, "epochs": epochs, "seed": seed}
 
 
