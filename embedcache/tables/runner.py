@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,12 +88,15 @@ def resolve_seeds(spec: PipelineSpec, seeds: Sequence[int] | int | None) -> tupl
 
 def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None = None,
                  results_dir: str | Path | None = None, seeds: Sequence[int] | int | None = None,
-                 progress: bool = False, device: str | None = None) -> PipelineResult:
+                 progress: bool = False, device: str | None = None, weights: Mapping[str, Path] | None = None,
+                 stand_ins: bool = False) -> PipelineResult:
     """Run one pipeline end to end and write results/<name>.json, .md, .csv (and its PNGs).
 
     Missing data, weights or heads make it "not run": nothing is trained and the table says what is missing
     and the command that gets it. Runs and evaluations whose inputs did not change are reused, so a second
     call redoes only what changed. seeds: None (the spec's, 3 by default), an int n (0..n-1) or a list.
+    `weights` maps backbone names to local weight folders; stores of random-weight stand-ins are refused
+    unless `stand_ins` (the rehearsal, whose tables then say so).
     """
     from embedcache.tables import steps as steps
 
@@ -108,7 +111,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     ctx = steps.StepContext(data_dir, runs_root, device, progress)
     with _data_dir_env(data_dir):  # raw data too (generated datasets) goes under the data dir, as with the CLI
         for st in spec.stores if not result.missing else ():
-            missing, note = steps.ensure_store(st, data_dir)
+            missing, note = steps.ensure_store(st, data_dir, weights=weights, stand_ins=stand_ins)
             result.missing += [missing] if missing else []
             result.notes += [note] if note else []
         if not result.missing:
@@ -122,6 +125,9 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     result.trained = [i for i in dict.fromkeys(ids) if i not in before]
     result.reused = [i for i in dict.fromkeys(ids) if i in before]
     result.notes += ctx.notes
+    if stand_ins:
+        result.notes.insert(0, "REHEARSAL: random-weight stand-in backbones and generated data; the numbers mean "
+                               "nothing")
     result.seconds = time.perf_counter() - t0
     result.outputs = write_outputs(spec, result, out_dir)
     log.info("%s", result.summary())
