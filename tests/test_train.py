@@ -51,11 +51,20 @@ def test_cbmf_add_learns_image_text_retrieval(run, toy) -> None:
     assert recorded["text_to_image_R@1"] == pytest.approx(metrics["text_to_image_R@1"])
 
 
+def test_text_text_mines_with_minilm_by_default_not_the_first_input(toy) -> None:
+    # The paper mines with all-MiniLM-L6-v2 whatever the aligned backbones are; toy has no minilm store.
+    with pytest.raises(StoresMissingError, match="embedcache extract toy --model minilm"):
+        train("cbmf-additive", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir, epochs=1,
+              options=SMALL, progress=False, runs_root=toy.data_dir / "runs")
+
+
 def test_text_text_cbmf_additive_beats_the_raw_stores(toy) -> None:
-    # The default text-text setting: pairs mined from the first store at cosine >= threshold.
+    # Text-text: captions of the same image with miner cosine >= threshold, both orders, plus self pairs.
     run = train("cbmf-additive", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir, epochs=8,
-                threshold=0.7, options=SMALL, progress=False, runs_root=toy.data_dir / "runs")
-    assert run.record["pairs"]["train"]["pairing"] == "mined" and run.record["pairs"]["train"]["mined_pairs"] > 100
+                threshold=0.7, miner="text-a", options=SMALL, progress=False, runs_root=toy.data_dir / "runs")
+    info = run.record["pairs"]["train"]
+    assert info["pairing"] == "mined" and info["scope"] == "image" and info["miner"].endswith("text-a.h5")
+    assert info["mined_pairs"] > 20 and info["rows"] > 2 * info["mined_pairs"]  # both orders + (c, c)
     m = evaluate_run(run, "sts", data_dir=toy.data_dir)
     assert m["sts_spearman"] > max(m["raw_text-a_sts_spearman"], m["raw_text-b_sts_spearman"]) + 0.04
 

@@ -148,6 +148,9 @@ def pairs(
     model: Annotated[str, typer.Option("--model", "-m", help="The sentence-embedding store's backbone.")] = "minilm",
     threshold: Annotated[float, typer.Option("--threshold", help="Cosine threshold.")] = 0.7,
     split: Annotated[str, typer.Option("--split")] = "train",
+    scope: Annotated[str, typer.Option("--scope", help="'image': captions of the same image (the authors'); "
+                                       "'topk': each caption's --top-k nearest across images.")] = "image",
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Bound of --scope topk.")] = None,
     force: Annotated[bool, typer.Option("--force")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
@@ -155,9 +158,10 @@ def pairs(
     from embedcache.fusion.mining import ensure_pairs
 
     with user_errors():
-        mined = ensure_pairs(_store_ref(f"{dataset}/{model}", data_dir), split, threshold, force=force,
-                             data_dir=use_data_dir(data_dir))
-    out.print(f"{len(mined)} pairs with cosine >= {threshold} in {dataset}/{split} ({model})")
+        mined = ensure_pairs(_store_ref(f"{dataset}/{model}", data_dir), split, threshold, scope=scope, top_k=top_k,
+                             force=force, data_dir=use_data_dir(data_dir))
+    where = "within each image" if scope == "image" else f"top {top_k} per caption across images"
+    out.print(f"{len(mined)} pairs with cosine >= {threshold} {where} in {dataset}/{split} ({model})")
 
 
 def runs() -> None:

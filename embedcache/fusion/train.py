@@ -65,7 +65,7 @@ class SettingSpec:
     dataset: str
     backbones: tuple[str, ...]
     pairing: str  # a views.PAIRINGS name, or "mined" (pairs from embedcache.fusion.mining)
-    miner: str | None = None  # backbone of the store the pairs are mined from
+    miner: str | None = None  # backbone of the store the pairs are mined from (the paper: MiniLM)
     threshold: float = 0.7
     description: str = ""
 
@@ -232,20 +232,23 @@ def check_stores(head: str, dataset: str, backbones: tuple[str, ...], data_dir: 
 
 
 def load_pairs_data(paths: list[Path], split: str, *, pairing: str, tokens: bool | None, miner_path: Path | None,
-                    threshold: float, data_dir: str | Path | None, ram_budget: int | None = None
-                    ) -> tuple[PairData, dict[str, Any]]:
-    """Load the split of every store and join them; for pairing 'mined' mine (or reuse) the caption pairs.
-    Token arrays above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.fusion.views)."""
+                    threshold: float, data_dir: str | Path | None, ram_budget: int | None = None,
+                    mining: dict[str, Any] | None = None) -> tuple[PairData, dict[str, Any]]:
+    """Load the split of every store and join them; for pairing 'mined' mine (or reuse) the caption pairs with
+    the miner store (`mining`: scope 'image' or 'topk', top_k, self_pairs; embedcache.fusion.mining). Token arrays
+    above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.fusion.views)."""
     views = [load_view(p, split, tokens=tokens, ram_budget=ram_budget) for p in paths]
     info: dict[str, Any] = {"pairing": pairing, "split": split}
     if pairing == "mined":
         from embedcache.fusion.mining import ensure_pairs
 
-        mined = ensure_pairs(miner_path or paths[0], split, threshold, data_dir=data_dir)
-        a, b = mined.symmetric()
+        opts = {"scope": "image", "top_k": None, "self_pairs": True, **(mining or {})}
+        mined = ensure_pairs(miner_path or paths[0], split, threshold, scope=opts["scope"], top_k=opts["top_k"],
+                             data_dir=data_dir)
+        a, b = mined.training_pairs(opts["self_pairs"])
         data = join(views, "table", a_ids=a, b_ids=b)
         info.update(pairs_file=str(mined.path), pairs_fingerprint=mined.fingerprint, threshold=threshold,
-                    mined_pairs=len(mined))
+                    mined_pairs=len(mined), miner=str(miner_path or paths[0]), **opts)
     else:
         data = join(views, pairing)
     info.update(rows=len(data), dropped=data.dropped)
@@ -308,7 +311,7 @@ def train(
     lr: float = 1e-3, weight_decay: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.8,
     early_stop_patience: int = 5, seed: int = 0, targets: str | None = None, options: dict[str, Any] | None = None,
     device: str | None = None, progress: bool = True, runs_root: str | Path | None = None, force: bool = False,
-    ram_budget: int | None = None,
+    ram_budget: int | None = None, miner: str | None = None, mining: dict[str, Any] | None = None,
 ) -> Run:
     """Train the registered head `head` from stores and write its run; returns the finished Run.
 
@@ -317,16 +320,20 @@ def train(
     the stores hold them; token arrays above `ram_budget` bytes (default: 60% of the free RAM) are streamed
     from the store in blocks (embedcache.fusion.views). val_split missing from the stores: `val_fraction` of the
     training groups is held out. targets ('hard'/'soft') and `options` set head options. An identical finished
-    run (same run id) is returned without retraining unless `force`.
+    run (same run id) is returned without retraining unless `force`. For pairing 'mined', `miner` is the backbone
+    of the sentence-embedding store the pairs are mined from (default: the setting's, MiniLM as in the paper;
+    it need not be an input) and `mining` the embedcache.fusion.mining options (scope 'image' by default).
     """
     st = SETTINGS.get(setting or HEADS.get(head).setting_for(head))
     dataset, backbones = dataset or st.dataset, tuple(backbones or st.backbones)
     pairing, threshold = pairing or st.pairing, st.threshold if threshold is None else threshold
     paths = check_stores(head, dataset, backbones, data_dir, tokens)
-    miner = store_path(dataset, st.miner, data_dir) if st.miner and st.miner in backbones else paths[0]
+    miner_path = None
+    if pairing == "mined":
+        miner_path = check_stores(head, dataset, (miner or st.miner or backbones[0],), data_dir, False)[0]
     t0 = time.perf_counter()
-    load = {"pairing": pairing, "tokens": tokens, "miner_path": miner, "threshold": threshold, "data_dir": data_dir,
-            "ram_budget": ram_budget}
+    load = {"pairing": pairing, "tokens": tokens, "miner_path": miner_path, "threshold": threshold,
+            "data_dir": data_dir, "ram_budget": ram_budget, "mining": mining}
     train_data, train_info = load_pairs_data(paths, train_split, **load)
     if all(val_split in _splits(p) for p in paths):
         val_data, val_info = load_pairs_data(paths, val_split, **load)
