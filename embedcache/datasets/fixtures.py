@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from embedcache.registry import Registry
-
 # ---------------------------------------------------------------- content helpers
 
 WORDS = {

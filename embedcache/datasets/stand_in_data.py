@@ -77,7 +77,8 @@ def _flickr(root: Path, scale: float, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     lists, captions = {}, {}
     for split, n in SIZES["flickr8k"].items():
-        names = [f"{int(rng.integers(10**9, 4 * 10**9))}_{rng.integers(16**9):09x}.jpg" for _ in range(scaled(n, scale))]
+        names = [f"{int(rng.integers(10**9, 4 * 10**9))}_{int(rng.integers(16**9)):09x}.jpg"
+                 for _ in range(scaled(n, scale))]
         for name in names:
             th = fx.theme(rng)
             captions[name] = [fx.sentence(rng, th) + " ." for _ in range(5)]
