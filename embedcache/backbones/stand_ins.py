@@ -22,6 +22,7 @@ from embedcache.backbones import BACKBONES, offline
 from embedcache.backbones.base import BackboneSpec
 from embedcache.backbones.common import STAND_IN_MARKER
 from embedcache.backbones.timm_image import architecture
+from embedcache.datasets import fixtures
 
 CORPUS = [
     "A man riding a wave on top of a surfboard.",
@@ -60,16 +61,18 @@ def save_bert_tokenizer(dest: Path) -> int:
 
 
 def save_bpe_tokenizer(dest: Path, specials: list[str], bos: str, eos: str, pad: str, max_length: int) -> dict:
-    """Train a ~300-token byte-level BPE (RoBERTa/CLIP style: bos ... eos) and save it; return special ids."""
+    """Train a small byte-level BPE (RoBERTa/CLIP style: bos ... eos) and save it; return special ids."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=specials[-1] if "<unk>" in specials else None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+    # trained on the generated data's own vocabulary too, so a caption takes about as many tokens as with the
+    # real ~50k-token BPEs (about one per word), not one per character
+    trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
+    tok.train_from_iterator(CORPUS + [" ".join(words) for words in fixtures.WORDS.values()] * 3, trainer)
     ids = {t: tok.token_to_id(t) for t in specials}
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",

@@ -37,7 +37,9 @@ def sentence(rng: np.random.Generator, theme: Sequence[str] | None = None) -> st
              f"there is a {subject} and a {obj} at the {place}",
              f"A {subject} {pick('verb').replace('-', ' ')} the {pick('adj')} {obj} while people watch from the "
              f"{place} on a {pick('adj')} day.")
-    return str(forms[int(rng.integers(len(forms)))])
+    tail = ("", "", " today", " at night", " in the rain", f" with {int(rng.integers(2, 9))} others",
+            f" next to a {pick('adj')} {pick('object')}", f" behind the {pick('place')}")
+    return str(forms[int(rng.integers(len(forms)))]).rstrip(".") + str(tail[int(rng.integers(len(tail)))]) + "."
 
 
 def theme(rng: np.random.Generator) -> tuple[str, str, str]:

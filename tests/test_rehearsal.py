@@ -1,0 +1,53 @@
+"""The rehearsal (benchmarks/rehearsal.py) at a tiny scale: all 12 paper pipelines end to end on stand-ins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from embedcache.backbones.stand_ins import build_tiny
+from embedcache.datasets import stand_in_data
+from embedcache.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_stand_in_data_has_the_real_counts_scaled(tmp_path: Path) -> None:
+    from embedcache.datasets import create_dataset
+
+    stand_in_data.generate("coco", tmp_path / "coco", scale=0.001)
+    ds = create_dataset("coco", root=tmp_path / "coco")
+    train = ds.load_split("train")
+    assert len(train.images) == round(82_783 * 0.001)
+    assert len(train.texts) == 5 * len(train.images)  # 5 captions each (a few 6th ones are cut, as COCO's)
+    assert len({it.text for it in train.texts}) > 0.9 * len(train.texts)  # varied, not one repeated caption
+    assert len(ds.classes) == 80
+
+
+def test_stand_in_stores_are_marked_and_refused_outside_the_rehearsal(tmp_path: Path) -> None:
+    from embedcache.tables.spec import StoreSpec
+    from embedcache.tables.steps import ensure_store
+
+    stand_in_data.generate("mrpc", tmp_path / "raw" / "mrpc", scale=0.002)
+    weights = {"bert": build_tiny("bert", tmp_path / "w" / "bert")}
+    st = StoreSpec("mrpc", "bert", root=str(tmp_path / "raw" / "mrpc"))
+    missing, _ = ensure_store(st, tmp_path, weights=weights, stand_ins=True)
+    assert missing is None
+    with open_store(tmp_path / "stores" / "mrpc" / "bert.h5") as store:
+        assert store.attrs["stand_in"] is True and store.attrs["model_id"].startswith("stand-in:")
+    refused, _ = ensure_store(st, tmp_path, weights=weights)
+    assert refused is not None and "stand-in" in refused.what
+
+
+@pytest.mark.slow
+def test_rehearsal_runs_every_paper_pipeline(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rehearsal.py"), "--scale", "0.001",
+                          "--steps", "2", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    failed = [p for p in summary["pipelines"] if not p["ok"] or p["plan_misses"]]
+    assert not failed, failed
+    assert len(summary["pipelines"]) == 12 and summary["rehearsal"] == "ok"
