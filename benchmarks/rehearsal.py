@@ -26,7 +26,8 @@ PIPELINES = ("cbmf-qqp", "cbmf-mrpc", "cbmf-stsb", "cbmf-cifar10", "cbmf-cifar10
              "cbmf-flickr8k", "coco-table2", "coco-bge", "clfa-mmsd", "clfa-mvsa", "late-fusion-mvsa")
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
 RSS_LIMIT = 8 << 30  # the issue's goal: no pipeline above 8 GiB
-SIZE_TOLERANCE = 0.10  # the plan's store size estimate against the bytes on disk
+SIZE_TOLERANCE = 0.10  # the plan's store size estimate against the bytes on disk ...
+SIZE_SLACK = 16 << 10  # ... or this many bytes: a store of a few rows is mostly HDF5's fixed overhead
 PROBE_EPOCHS = {"linear-probe": 2, "finetune": 1}  # evaluations that train: epochs in the rehearsal
 
 
@@ -118,7 +119,7 @@ def run_one(name: str, root: Path, steps: int) -> dict[str, Any]:
     actual = {p: Path(p).stat().st_size for p in estimates if Path(p).exists()}
     est, disk = sum(estimates[p] for p in actual), sum(actual.values())
     off = [f"{Path(p).parent.name}/{Path(p).name} plan {estimates[p]:,} vs disk {b:,}" for p, b in actual.items()
-           if abs(estimates[p] - b) > SIZE_TOLERANCE * b]
+           if abs(estimates[p] - b) > max(SIZE_TOLERANCE * b, SIZE_SLACK)]
     return {"pipeline": name, "ok": rc == 0, "seconds": round(seconds, 1), "peak_rss_gib": round(peak / 2**30, 2),
             "new_store_bytes": disk, "plan_bytes": est, "plan_misses": off, "log": str(root / f"log-{name}.txt")}
 

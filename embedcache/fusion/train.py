@@ -94,6 +94,12 @@ def step_cap(steps: int | None) -> Iterator[None]:
         _STEP_CAP.reset(token)
 
 
+def capped_rows(rows: int, batch_size: int) -> int:
+    """`rows`, or the rows of `step_cap` minibatches when a cap is set (for loops outside `fit`: fine-tuning)."""
+    cap = _STEP_CAP.get()
+    return rows if cap is None else min(rows, cap * batch_size)
+
+
 class StoresMissingError(FileNotFoundError):
     """The stores a training needs do not exist; the message lists the extract commands that make them."""
 

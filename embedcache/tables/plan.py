@@ -47,7 +47,8 @@ PUBLISHED_ROWS: dict[str, dict[str, dict[str, int]]] = {
 CAPTION_TOKENS = 16  # word pieces of a typical caption or tweet, special tokens included (COCO with BERT: ~14)
 SAMPLE = 2000  # texts tokenised to estimate a split's token rows (all of them below this)
 ID_BYTES = 40  # one variable-length utf-8 id in HDF5: its 16-byte reference plus the global-heap object
-STORE_OVERHEAD = 24 << 10  # HDF5 superblock, groups, dataset headers and the JSON attributes of one store
+STORE_OVERHEAD = 8 << 10  # HDF5 superblock, root group and the JSON attributes of one store
+SPLIT_OVERHEAD = 8 << 10  # one split's group and dataset headers
 
 
 @dataclass
@@ -141,7 +142,7 @@ def plan_store(st: StoreSpec, data_dir: str | Path | None, weights: Mapping[str,
                 plan.token_rows[name] = sum(min(cap, int(1.3 * len((it.text or "").split())) + 2) for it in its)
     labels = len(ds.classes) if ds.label_kind == "multi" else 8
     links = "image" in ds.modalities and "text" in ds.modalities
-    plan.est_bytes = STORE_OVERHEAD + sum(
+    plan.est_bytes = STORE_OVERHEAD + SPLIT_OVERHEAD * len(plan.rows) + sum(
         estimate_bytes(n, plan.dim, plan.token_rows.get(name, 0), plan.token_dim, labels=labels, links=links)
         for name, n in plan.rows.items())
     return plan
@@ -155,8 +156,8 @@ def _published(plan: StorePlan, spec: Any, rows: dict[str, int]) -> StorePlan:
     if plan.spec.tokens:
         per_item = per_image if spec.modality == "image" else CAPTION_TOKENS
         plan.token_rows = {name: n * per_item for name, n in rows.items()}
-    plan.est_bytes = STORE_OVERHEAD + sum(estimate_bytes(n, plan.dim, plan.token_rows.get(name, 0), plan.token_dim)
-                                          for name, n in rows.items())
+    plan.est_bytes = STORE_OVERHEAD + SPLIT_OVERHEAD * len(rows) + sum(
+        estimate_bytes(n, plan.dim, plan.token_rows.get(name, 0), plan.token_dim) for name, n in rows.items())
     return plan
 
 

@@ -132,6 +132,9 @@ def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None =
     lines = [f"# {spec.title}", "",
              f"Source: {spec.source or 'no paper table'} · spec `{spec.path or f'pipelines/{spec.name}.toml'}` · "
              f"seeds {', '.join(map(str, seeds))} · status: **{manifest.get('status', 'complete')}**", ""]
+    if manifest.get("stand_ins"):
+        lines += ["**REHEARSAL: stand-in backbones (random weights) on generated data. These numbers are not "
+                  "results.**", ""]
     lines += _status_lines(spec, manifest)
     header = ["model", "kind", "variant", "n"]
     for col in spec.columns:

@@ -66,6 +66,7 @@ class PipelineResult:
     kept_evals: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    stand_ins: bool = False  # the rehearsal's: stores of random-weight stand-in backbones
 
     @property
     def ok(self) -> bool:
@@ -125,9 +126,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     result.trained = [i for i in dict.fromkeys(ids) if i not in before]
     result.reused = [i for i in dict.fromkeys(ids) if i in before]
     result.notes += ctx.notes
-    if stand_ins:
-        result.notes.insert(0, "REHEARSAL: random-weight stand-in backbones and generated data; the numbers mean "
-                               "nothing")
+    result.stand_ins = stand_ins
     result.seconds = time.perf_counter() - t0
     result.outputs = write_outputs(spec, result, out_dir)
     log.info("%s", result.summary())
@@ -171,7 +170,8 @@ def manifest(spec: PipelineSpec, result: PipelineResult, runs_root: Path) -> dic
             "spec_fingerprint": fingerprint(spec), "status": result.status,
             "missing": [dataclasses.asdict(m) for m in result.missing], "notes": result.notes,
             "runs": result.runs, "runs_dir": str(runs_root), "trained": result.trained, "reused": result.reused,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(result.seconds, 2)}
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(result.seconds, 2),
+            **({"stand_ins": True} if result.stand_ins else {})}
 
 
 def write_outputs(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:
