@@ -1,8 +1,14 @@
-"""One small generic registry: register / get / names. Unknown names fail with the known ones."""
+"""One small generic registry: register / get / names. Unknown names fail with the known ones.
+
+A package whose modules register things (datasets, heads, backbone adapters) fills its registries by importing
+each of its modules with `import_modules(__name__, __path__)`: a new dataset or head is one new file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -49,3 +55,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_modules(package: str, path: Iterable[str]) -> list[str]:
+    """Import every module of `package` (its `__name__` and `__path__`), in name order; return their names.
+    Each module registers what it defines when imported, so the package's registries need no hand list."""
+    names = sorted(m.name for m in pkgutil.iter_modules(list(path)))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

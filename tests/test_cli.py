@@ -56,3 +56,25 @@ def test_train_streams_token_stores_above_the_ram_budget_and_says_so(tmp_path, m
     finetune = runner.invoke(app, ["eval", run_id, "--task", "finetune", "-o", "split=val", "--ram-budget", "0.00002",
                                    "--data-dir", str(tmp_path)])  # reads rows in any order: refused, with why
     assert finetune.exit_code == 1 and "streamed" in finetune.output and "--pooled" in finetune.output
+
+
+def test_eval_without_a_test_split_uses_val_and_says_so(tmp_path, monkeypatch):
+    # COCO and any train/val-only layout: `eval` used to ask for a `test` split that is not there.
+    import json
+
+    from _stage2_fixtures import make_toy_stores
+
+    make_toy_stores(tmp_path, sizes={"train": 60, "val": 20})
+    monkeypatch.setenv("EMBEDCACHE_RESULTS_DIR", str(tmp_path / "results"))
+    trained = runner.invoke(app, ["train", "cbmf-add", "--dataset", "toy", "-b", "image", "-b", "text-a", "--epochs",
+                                  "1", "--batch-size", "16", "-o", "dim=32", "-o", "ff_dim=64", "--data-dir",
+                                  str(tmp_path)])
+    assert trained.exit_code == 0, trained.output
+    run_dir = next((tmp_path / "results" / "runs").iterdir())
+    result = runner.invoke(app, ["eval", run_dir.name, "--task", "retrieval", "-o", "hit_ks=[5]", "--data-dir",
+                                 str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "no split given: 'val' (the stores have no test split)" in said and "(split 'val')" in said
+    recorded = json.loads((run_dir / "run.json").read_text())["evals"]["retrieval"]
+    assert recorded["split"] == "val" and "no test split" in recorded["split_chosen"]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
-from embedcache.datasets import cifar as _cifar  # noqa: F401  (registers "cifar10", "cifar100")
 from embedcache.datasets import fixtures as fx
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
-from embedcache.datasets import coco as _coco  # noqa: F401  (registers "coco")
 from embedcache.datasets import fixtures as fx
 from embedcache.datasets.images import load_image
 

@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
-from embedcache.datasets import generic as _generic  # noqa: F401  (registers "imagefolder", "pairs-tsv")
 
 
 def _image(path: Path, caption: bytes | None = None) -> None:

@@ -10,7 +10,6 @@ import pytest
 
 from embedcache.datasets import DatasetNotFoundError, create_dataset
 from embedcache.datasets import fixtures as fx
-from embedcache.datasets import mmsd as _mmsd  # noqa: F401  (registers "mmsd")
 
 TRAIN = [
     "['682716753374351360', 'i love waiting <num> min for a cab - such shortage <user> please ', 1]",

@@ -9,7 +9,6 @@ import pytest
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
 from embedcache.datasets import fixtures as fx
-from embedcache.datasets import tiny_imagenet as _tiny  # noqa: F401  (registers "tiny-imagenet")
 
 WNIDS = ["n02124075", "n01443537"]  # wnids.txt order is not sorted in the release either
 

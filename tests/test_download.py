@@ -17,11 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedcache.datasets import cifar as _cifar  # noqa: F401  (registers the adapters read back below)
 from embedcache.datasets import create_dataset
 from embedcache.datasets import download as dl
-from embedcache.datasets import fashion_mnist as _fm  # noqa: F401
-from embedcache.datasets import flickr as _flickr  # noqa: F401
 from embedcache.registry import Registry
 
 

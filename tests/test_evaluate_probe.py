@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -38,9 +40,24 @@ def test_probe_standardises_with_train_statistics_only() -> None:
     # The test set is shifted by +50 in every feature. With train statistics the shift survives and
     # wrecks accuracy; statistics taken from (or including) the test set would remove it.
     (xtr, ytr), (xte, yte) = blobs(0, 400), blobs(1, 200, offset=50.0)
-    shifted = linear_probe(xtr, ytr, xte, yte, epochs=10, log_at=(10,), batch_size=32)["probe_acc@10"]
-    clean = linear_probe(xtr, ytr, xte - 50.0, yte, epochs=10, log_at=(10,), batch_size=32)["probe_acc@10"]
+    opts = {"epochs": 10, "log_at": (10,), "batch_size": 32, "standardize": True}
+    shifted = linear_probe(xtr, ytr, xte, yte, **opts)["probe_acc@10"]
+    clean = linear_probe(xtr, ytr, xte - 50.0, yte, **opts)["probe_acc@10"]
     assert clean > 0.9 and shifted < 0.6
+
+
+def test_probe_defaults_are_the_authors_raw_features_batch_64() -> None:
+    # The authors' linear_classification.py: SGD lr 1e-3 momentum 0.9, batch 64, no feature scaling.
+    (xtr, ytr), (xte, yte) = blobs(0, 300), blobs(1, 100)
+    defaults = {k: v.default for k, v in inspect.signature(linear_probe).parameters.items()}
+    assert (defaults["batch_size"], defaults["lr"], defaults["standardize"], defaults["optimizer"]) == (64, 1e-3, False,
+                                                                                                         "sgd")
+    opts = {"epochs": 2, "log_at": (2,)}
+    raw, scaled = linear_probe(xtr, ytr, xte, yte, **opts), linear_probe(xtr * 1e-3, ytr, xte * 1e-3, yte, **opts)
+    assert raw != scaled  # raw features: their scale is part of the optimisation
+    std = {**opts, "standardize": True}
+    small = linear_probe(xtr * 1e-3, ytr, xte * 1e-3, yte, **std)
+    assert linear_probe(xtr, ytr, xte, yte, **std) == pytest.approx(small, abs=1e-6)
 
 
 def test_probe_is_deterministic_and_leaves_the_global_rng_alone() -> None:

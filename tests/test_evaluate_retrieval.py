@@ -13,6 +13,7 @@ from embedcache.evaluate.retrieval import (
     best_positive_ranks,
     positives_by_key,
     rank_metrics,
+    repeated_gallery_ranks,
     retrieval_metrics,
 )
 
@@ -48,7 +49,7 @@ def test_ranks_match_naive_reference(seed: int) -> None:
     assert ours.tolist() == naive_ranks(query, gallery, positives)
 
 
-def test_metrics_match_naive_reference_with_k_clamped_at_gallery_size() -> None:
+def test_metrics_match_naive_reference_and_leave_out_k_at_or_above_the_gallery_size() -> None:
     query, gallery, positives = random_case(3, n_gallery=150)
     ref = np.array(naive_ranks(query, gallery, positives))
     metrics = retrieval_metrics(query, gallery, positives, "image_to_text", ks=(1, 5, 10), hit_ks=(100, 200, 300))
@@ -56,8 +57,10 @@ def test_metrics_match_naive_reference_with_k_clamped_at_gallery_size() -> None:
         assert metrics[f"image_to_text_R@{k}"] == pytest.approx(sum(r <= k for r in ref) / len(ref))
     assert metrics["image_to_text_hit@100"] == pytest.approx(float((ref <= 100).mean()))
     assert metrics["image_to_text_hit@100"] < 1.0  # random embeddings: some best positives rank past 100
-    # k = 200 and 300 exceed G = 150: clamped to G, where every query has found a positive
-    assert metrics["image_to_text_hit@200"] == 1.0 == metrics["image_to_text_hit@300"]
+    # k = 200 and 300 exceed G = 150: every query hits by construction, so they are not reported
+    assert "image_to_text_hit@200" not in metrics and "image_to_text_hit@300" not in metrics
+    assert "x_hit@20" not in rank_metrics([1, 2], gallery_size=20, prefix="x", hit_ks=(19, 20))
+    assert "x_hit@19" in rank_metrics([1, 2], gallery_size=20, prefix="x", hit_ks=(19, 20))
     assert metrics["image_to_text_median_rank"] == pytest.approx(float(np.median(ref)))
     assert metrics["image_to_text_mean_rank"] == pytest.approx(float(ref.mean()))
 
@@ -76,7 +79,7 @@ def test_hand_computed_case() -> None:
     # best positive (item 1, cosine 0) is beaten by items 0 (1.0) and 3 (0.8): rank 3
     assert (metrics["t2i_R@1"], metrics["t2i_R@2"], metrics["t2i_R@3"]) == (0.0, 0.0, 1.0)
     assert metrics["t2i_median_rank"] == 3.0 and metrics["t2i_mean_rank"] == 3.0
-    assert metrics["t2i_hit@100"] == 1.0
+    assert "t2i_hit@100" not in metrics  # k >= the 4-item gallery
     # two positives: the better one (item 3, 0.8) counts, beaten only by item 0
     assert best_positive_ranks(query, gallery, [[1, 3]]).tolist() == [2]
 
@@ -140,3 +143,26 @@ def test_ten_thousand_by_fifty_thousand_stays_in_bounded_memory() -> None:
     grown_mib, hit = int(out[0]), float(out[1])
     assert grown_mib < 1024, f"peak memory grew by {grown_mib} MiB (one unchunked matrix alone is 1907 MiB)"
     assert 0.1 < hit < 0.3  # random embeddings: about 10k / 50k of best positives fall in the top 10k
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_repeated_gallery_ranks_equal_the_expanded_gallery_with_the_own_row_as_answer(chunk: int | None) -> None:
+    # The authors' Fig. 4: one image row per caption, the answer is the caption's own row; its image's other
+    # rows tie with it exactly (pessimistic: they rank above).
+    rng = np.random.default_rng(5)
+    images = rng.standard_normal((9, 4)).astype(np.float32)
+    counts = np.array([5, 5, 4, 6, 5, 1, 5, 5, 3])
+    answer = np.repeat(np.arange(9), counts)  # caption q belongs to image answer[q]; row q of the gallery
+    captions = images[answer] + rng.standard_normal((len(answer), 4)).astype(np.float32)
+    expanded = images[answer]  # (Q, D): the gallery as the authors build it
+    naive = best_positive_ranks(captions, expanded, [[q] for q in range(len(answer))])
+    ours = repeated_gallery_ranks(captions, images, answer, counts, chunk_size=chunk)
+    assert torch.equal(ours, naive)
+    assert (ours >= torch.from_numpy(counts[answer])).all()  # never ahead of its own image's duplicates
+
+
+def test_the_authors_flickr8k_gallery_reports_every_k_of_the_figure() -> None:
+    # 40,455 caption rows: every k = 100..10,000 is below the gallery size, so the whole curve is reported.
+    ranks = torch.randint(1, 40_456, (1000,))
+    out = rank_metrics(ranks, 40_455, "text_to_image_rows", ks=(1,), hit_ks=DEFAULT_HIT_KS)
+    assert len([k for k in out if "_hit@" in k]) == 100 and out["text_to_image_rows_hit@10000"] < 1.0

@@ -55,7 +55,7 @@ def test_correlations_match_naive_reference(seed: int) -> None:
 
 def test_tolerance_curves_match_naive_reference_overall_and_per_band() -> None:
     pred, gold = random_scores(2)
-    out = sts_metrics(pred, gold)
+    out = sts_metrics(pred, gold, error_scale=1.0, band_edges="left")  # the 0..5-scale reading, [lo, hi) bands
     for tol in DEFAULT_TOLERANCES[::9]:
         key = tolerance_key(tol)
         assert out[f"sts_acc@{key}"] == pytest.approx(naive_accuracy(pred.tolist(), gold.tolist(), tol))
@@ -81,7 +81,7 @@ def test_key_names_and_grid() -> None:
 def test_hand_computed_case_with_float_noise_at_the_edge() -> None:
     pred = [2.5, 0.0, 5.0, 3.0]
     gold = [2.4, 0.6, 5.0, 4.0]  # errors 0.1 (0.10000000000000009 in floats), 0.6, 0, 1.0
-    out = sts_metrics(pred, gold, tolerances=(0.1, 0.5, 1.0))
+    out = sts_metrics(pred, gold, tolerances=(0.1, 0.5, 1.0), error_scale=1.0, band_edges="left")
     assert (out["sts_acc@0.10"], out["sts_acc@0.50"], out["sts_acc@1.00"]) == (0.5, 0.5, 1.0)
     assert out["sts_acc@0.10_band4-5"] == 0.5  # gold 4.0 (missed) and 5.0 (hit) share the band [4, 5.01)
     assert out["sts_acc@0.50_band0-1"] == 0.0 and out["sts_acc@1.00_band0-1"] == 1.0
@@ -106,8 +106,23 @@ def test_error_scale_reproduces_the_authors_unit_scale_protocol() -> None:
     out = sts_metrics(cosine_to_sts(cos, "unit"), gold, tolerances=(0.1, 0.2), error_scale=5.0)
     naive = [sum(abs(c - g / 5) <= e + 1e-12 for c, g in zip(cos, gold, strict=True)) / 3 for e in (0.1, 0.2)]
     assert (out["sts_acc@0.10"], out["sts_acc@0.20"]) == pytest.approx(tuple(naive))
-    assert naive == [2 / 3, 2 / 3] and out["sts_acc@0.10"] != sts_metrics(5 * cos, gold, tolerances=(0.1,))[
-        "sts_acc@0.10"]
+    strict = sts_metrics(5 * cos, gold, tolerances=(0.1,), error_scale=1.0)["sts_acc@0.10"]
+    assert naive == [2 / 3, 2 / 3] and out["sts_acc@0.10"] != strict
+
+
+def test_defaults_are_the_authors_unit_scale_and_right_closed_bands() -> None:
+    # text_text.ipynb: |cos - gold / 5| <= e; label(x): x <= 1 -> band 0-1, 1 < x <= 2 -> band 1-2, ...
+    rng = np.random.default_rng(4)
+    gold = rng.integers(0, 26, 400) / 5.0  # 0, 0.2, ..., 5: many on band edges
+    cos = np.clip(gold / 5 + rng.normal(scale=0.15, size=400), -1, 1)
+    out = sts_metrics(cosine_to_sts(cos, "unit"), gold)
+    for e in (0.1, 0.2, 0.5):
+        hit = np.abs(cos - gold / 5) <= e + 1e-9
+        assert out[f"sts_acc@{tolerance_key(e)}"] == pytest.approx(hit.mean())
+        for lo, hi, band in ((0, 1, "0-1"), (1, 2, "1-2"), (4, 5, "4-5")):
+            mask = ((gold > lo) | (gold == 0)) & (gold <= hi) if lo == 0 else (gold > lo) & (gold <= hi)
+            assert out[f"sts_acc@{tolerance_key(e)}_band{band}"] == pytest.approx(hit[mask].mean())
+    assert out["sts_n_band0-1"] == float(((gold >= 0) & (gold <= 1)).sum())  # gold 1.0 is in 0-1, not 1-2
 
 
 def test_cosine_to_sts_modes_and_types() -> None:

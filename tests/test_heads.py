@@ -10,11 +10,13 @@ from torch import nn
 
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.heads import HEADS, Batch, HeadSpec, create_head
+from embedcache.fusion.heads.base import ContrastiveHead
 from embedcache.fusion.heads.cbmf import FUSIONS, CBMFHead, _attend
 from embedcache.registry import UnknownNameError
 
-# Alignment heads of this family; classifier heads (issue 6) have their own tests.
-ALIGNMENT = [n for n in HEADS.names() if n.startswith(("cbmf-", "convirt-"))]
+# Every registered alignment head (a new one is tested for free); classifier heads: test_heads_mlp.py.
+ALIGNMENT = [n for n in HEADS.names() if issubclass(HEADS.get(n), ContrastiveHead)]
+CBMF = [n for n in ALIGNMENT if issubclass(HEADS.get(n), CBMFHead)]
 SMALL = {"dim": 32, "ff_dim": 64}  # fast; the defaults are checked separately
 
 
@@ -79,7 +81,7 @@ def test_pooled_is_a_one_token_sequence(name: str) -> None:
         assert torch.allclose(head.encoder(0)(x), head.encode(0, x.unsqueeze(1)), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", [n for n in ALIGNMENT if n.startswith("cbmf-")])
+@pytest.mark.parametrize("name", CBMF)
 def test_context_tells_the_modalities_apart(name: str) -> None:
     head = _head(name, dims=(8, 8)).eval()
     with torch.no_grad():
@@ -88,7 +90,7 @@ def test_context_tells_the_modalities_apart(name: str) -> None:
         assert not torch.allclose(head.encode(0, x), head.encode(1, x), atol=1e-4)
 
 
-@pytest.mark.parametrize("name", [n for n in ALIGNMENT if n.startswith("cbmf-")])
+@pytest.mark.parametrize("name", CBMF)
 def test_encoding_all_sides_at_once_equals_one_by_one(name: str) -> None:
     head = _head(name).eval()
     inputs = [_tokens(3, 4, 12), _tokens(3, 4, 8)]  # same token count, no masks: one shared pass
@@ -125,7 +127,7 @@ def test_cbmf_defaults_follow_the_authors_code() -> None:
     head = create_head(HeadSpec.create("cbmf-add", (1280, 384), ("image", "text")))
     assert isinstance(head, CBMFHead) and head.out_dim == 256
     proj = head.projections[0]
-    assert (proj.fc1.in_features, proj.fc1.out_features, proj.drop.p) == (1280, 256, 0.1)
+    assert (proj.fc1.in_features, proj.fc1.out_features, proj.drop.p, proj.residual) == (1280, 256, 0.1, False)
     linears = [m for m in head.context.g if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(3, 64), (64, 128), (128, 256)]
     assert isinstance(head.context.g[-1], nn.LayerNorm)
@@ -140,7 +142,7 @@ def test_spec_round_trips_through_json_and_rejects_unknown_options() -> None:
     assert spec.options == (("context_hidden", (16, 32)), ("targets", "soft"))
     assert HeadSpec.from_plain(to_plain(spec)) == spec
     assert HeadSpec.create("cbmf-add", (4, 4), dim=256).options == ()  # defaults are not recorded
-    with pytest.raises(ValueError, match="known options: context_dim"):
+    with pytest.raises(ValueError, match="known options: concat_context, context_dim"):
         HeadSpec.create("cbmf-add", (4, 4), dimm=3)
 
 
@@ -155,3 +157,52 @@ def test_equal_seeds_build_equal_heads() -> None:
 
 def test_every_fusion_has_a_head() -> None:
     assert {f"cbmf-{f}" for f in FUSIONS.names()} <= set(HEADS.names())
+
+
+def test_projection_has_no_residual_by_default_as_the_authors() -> None:
+    # Authors' ProjectionHead (text_image/baseline.py): Linear, GELU, Linear, Dropout, LayerNorm; no skip.
+    for name in ("cbmf-add", "convirt-frozen"):
+        proj = _head(name).projections[0].eval()
+        x = torch.randn(5, 3, 12)
+        with torch.no_grad():
+            plain = proj.norm(proj.fc2(nn.functional.gelu(proj.fc1(x))))
+            skip = proj.norm(proj.fc1(x) + proj.fc2(nn.functional.gelu(proj.fc1(x))))
+            assert torch.allclose(proj(x), plain, atol=1e-6) and not torch.allclose(plain, skip, atol=1e-3)
+        residual = _head(name, projection_residual=True).projections[0].eval()
+        with torch.no_grad():
+            assert torch.allclose(residual(x), skip, atol=1e-6)  # the simple-CLIP form, as an option
+
+
+def test_concat_fusion_is_the_authors_266_wide_mlp_on_its_own_10_d_context() -> None:
+    head = create_head(HeadSpec.create("cbmf-concat", (768, 768), ("text", "image")))
+    g = head.context.g
+    assert [(m.in_features, m.out_features) for m in g if isinstance(m, nn.Linear)] == [(3, 10)]
+    assert isinstance(g[-1], nn.LayerNorm) and g[-1].normalized_shape == (10,)
+    mlp = head.fusion.mlp
+    assert [(m.in_features, m.out_features) for m in mlp if isinstance(m, nn.Linear)] == [(266, 266), (266, 256)]
+    assert isinstance(mlp[1], nn.ReLU)
+    x, c = torch.randn(2, 3, 256), head.context(1)  # (10,)
+    with torch.no_grad():
+        want = x + mlp(torch.cat([x, c.expand(2, 3, 10)], dim=-1))  # added back to x
+        assert torch.allclose(head.fusion(x, c, None), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+def test_the_context_gets_a_gradient_in_every_fusion(fusion: str) -> None:
+    # Several tokens per item: attention fusions (additive, general, dot) take a softmax over the tokens.
+    head = _head(f"cbmf-{fusion}").train()
+    inputs = [_tokens(6, 4, 12), _tokens(6, 5, 8, [5, 2, 3, 4, 5, 1])]
+    head.loss(Batch(inputs, torch.arange(6).repeat(2, 1).T)).backward()
+    grad = head.context.vectors.grad  # (M, 3): one learned context per modality
+    assert grad is not None and (grad.abs().sum(dim=1) > 0).all(), fusion
+
+
+@pytest.mark.parametrize("fusion", ["additive", "general", "dot"])
+def test_attention_fusions_ignore_the_context_with_one_token(fusion: str) -> None:
+    # Softmax over one token is 1, so the context query changes nothing: pooled inputs make these fusions `add`
+    # without a context. Demo twins and tests of these fusions therefore use token sequences.
+    head = _head(f"cbmf-{fusion}").train()
+    inputs = [(torch.randn(6, 1, 12), None), (torch.randn(6, 1, 8), None)]
+    head.loss(Batch(inputs, torch.arange(6).repeat(2, 1).T)).backward()
+    grad = head.context.vectors.grad
+    assert grad is None or float(grad.abs().max()) < 1e-6

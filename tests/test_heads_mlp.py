@@ -19,13 +19,17 @@ import pytest
 import torch
 
 from embedcache.fusion.classify import load_labelled, pca_sweep, predict_proba, train_classifier
+from embedcache.fusion.heads import HEADS
 from embedcache.fusion.heads.base import HeadSpec, create_head
-from embedcache.fusion.heads.mlp import AttentionMLPHead, classifier_names, fit_pca, npairs_loss
+from embedcache.fusion.heads.mlp import AttentionMLPHead, ClassifierHead, classifier_names, fit_pca, npairs_loss
 from embedcache.paths import store_path
 from embedcache.store import ShardData, StoreWriter
 
 SIZES = {"train": 240, "val": 90, "test": 120}
-MLP_HEADS = ["mlp-text", "mlp-image", "mlp-concat", "pca-concat", "mlp-attention", "linear", "mlp-supcon"]
+# Every registered classifier head (a new one is tested for free); MLP_HEADS: those of the mlp family.
+CLASSIFIERS = [n for n in HEADS.names() if issubclass(HEADS.get(n), ClassifierHead)]
+MLP_HEADS = [n for n in CLASSIFIERS if HEADS.get(n).__module__ == ClassifierHead.__module__]
+INPUTS = ("text", "image", "teacher-text", "teacher-image")  # the input order of cross-attention and clfa
 FAST = {"epochs": 25, "batch_size": 64, "lr": 3e-3, "early_stop_patience": 5, "progress": False}
 
 
@@ -139,17 +143,34 @@ def _train(head: str, root: Path, backbones: tuple[str, ...], tmp: Path, **kw):
 # ---------------------------------------------------------------- every head: shapes and gradients
 
 
-def _inputs_for(name: str) -> tuple[str, ...]:
-    return {"mlp-text": ("text",), "mlp-image": ("image",), "mlp-supcon": ("image",)}.get(name, ("image", "text"))
+def _input_sets(name: str) -> list[tuple[str, ...]]:
+    """The stores a head is tested on, from its arity: each single store for one-input heads, else the fewest
+    of INPUTS it takes (at least two: a fusion is tested fusing)."""
+    lo, hi = HEADS.get(name).arity
+    if hi == 1:
+        return [("image",), ("text",)]
+    return [INPUTS[: max(lo, 2)]]
+
+
+@pytest.fixture(scope="module")
+def teacher_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Stores with teacher stores beside them, for heads that take more than two inputs (clfa)."""
+    dirs = {kind: tmp_path_factory.mktemp(f"teachers-{kind}") for kind in ("single", "multi")}
+    for kind, root in dirs.items():
+        make_task_stores(root, kind, teachers=True)
+    return dirs
 
 
 @pytest.mark.parametrize("kind", ["single", "multi"])
-@pytest.mark.parametrize("name", MLP_HEADS)
-def test_head_gives_logits_a_finite_loss_and_gradients(name: str, kind: str, single_dir: Path, multi_dir: Path) -> None:
+@pytest.mark.parametrize(("name", "backbones"), [(n, b) for n in CLASSIFIERS for b in _input_sets(n)])
+def test_head_gives_logits_a_finite_loss_and_gradients(name: str, backbones: tuple[str, ...], kind: str,
+                                                       single_dir: Path, multi_dir: Path,
+                                                       teacher_dirs: dict[str, Path]) -> None:
     if name == "mlp-supcon" and kind == "multi":
         pytest.skip("mlp-supcon is single-label (tested to refuse multi-label below)")
     root = single_dir if kind == "single" else multi_dir
-    backbones = _inputs_for(name)
+    if len(backbones) > 2:
+        root = teacher_dirs[kind]
     data = load_labelled([store_path("task", b, root) for b in backbones], "train")
     classes = 3 if kind == "single" else 4
     head = create_head(HeadSpec.create(name, [v.dim for v in data.views], backbones, num_classes=classes,

@@ -51,6 +51,15 @@ def test_cbmf_add_learns_image_text_retrieval(run, toy) -> None:
     assert recorded["text_to_image_R@1"] == pytest.approx(metrics["text_to_image_R@1"])
 
 
+def test_the_authors_fig4_protocol_queries_every_caption_over_one_image_row_per_caption(run, toy) -> None:
+    metrics = evaluate_run(run, "retrieval-rows", data_dir=toy.data_dir, split="test", hit_ks=(100, 180, 200))
+    info = json.loads((run.dir / "run.json").read_text())["evals"]["retrieval-rows"]
+    assert (info["captions"], info["gallery_rows"], info["images"]) == (180, 180, 60)
+    # the caption's own row ties with its image's 2 other rows, which rank above it: rank >= 3
+    assert metrics["text_to_image_rows_R@1"] == 0.0 and metrics["text_to_image_rows_R@5"] > 0.3
+    assert "text_to_image_rows_hit@100" in metrics and "text_to_image_rows_hit@180" not in metrics
+
+
 def test_text_text_mines_with_minilm_by_default_not_the_first_input(toy) -> None:
     # The paper mines with all-MiniLM-L6-v2 whatever the aligned backbones are; toy has no minilm store.
     with pytest.raises(StoresMissingError, match="embedcache extract toy --model minilm"):

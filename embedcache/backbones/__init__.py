@@ -10,34 +10,24 @@ Importing this package is cheap: transformers and timm are imported when an enco
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from embedcache.backbones import clip, hf_text, timm_image
-from embedcache.backbones.base import BackboneSpec, Encoder, EncoderOutput
+from embedcache.backbones.base import ADAPTERS, PREFIXES, BackboneSpec, Encoder, EncoderOutput
 from embedcache.backbones.common import WeightsNotFoundError
 from embedcache.backbones.offline import OfflineWeightsError
 from embedcache.backbones.specs import SPECS
-from embedcache.registry import Registry, UnknownNameError
+from embedcache.registry import Registry, UnknownNameError, import_modules
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 for _spec in SPECS:
     BACKBONES.register(_spec.name, _spec)
 
-# (spec, pooling or None, weights or None) -> Encoder on CPU; keyed "<library>:<modality>"
-ADAPTERS: Registry[Callable[[BackboneSpec, str | None, str | Path | None], Encoder]] = Registry("backbone adapter")
-ADAPTERS.register("transformers:text", hf_text.create)
-ADAPTERS.register("timm:image", timm_image.create)
-ADAPTERS.register("clip:text", clip.create)
-ADAPTERS.register("clip:image", clip.create)
-
-# "<prefix>:<rest>" names that are not registered: rest -> spec
-PREFIXES: Registry[Callable[[str], BackboneSpec]] = Registry("backbone prefix")
-PREFIXES.register("hf", hf_text.prefixed_spec)
-PREFIXES.register("timm", timm_image.prefixed_spec)
+# Every module of the package is imported: an adapter module (hf_text, timm_image, clip) registers its ADAPTERS
+# and PREFIXES where it is defined, so a new backbone library is one new file. Registered names: specs.py.
+MODULES = import_modules(__name__, __path__)
 
 
 def split_weights(name: str) -> tuple[str, str | None]:
@@ -100,6 +90,6 @@ def create_encoder_from_spec(
 
 
 __all__ = [
-    "ADAPTERS", "BACKBONES", "PREFIXES", "BackboneSpec", "Encoder", "EncoderOutput", "OfflineWeightsError",
+    "ADAPTERS", "BACKBONES", "MODULES", "PREFIXES", "BackboneSpec", "Encoder", "EncoderOutput", "OfflineWeightsError",
     "WeightsNotFoundError", "create_encoder", "create_encoder_from_spec", "resolve_spec", "split_weights",
 ]

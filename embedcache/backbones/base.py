@@ -10,9 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from embedcache.registry import Registry
 
 Modality = Literal["image", "text"]
 
@@ -71,3 +74,9 @@ class Encoder(ABC):
     @abstractmethod
     def encode(self, batch: torch.Tensor | dict[str, torch.Tensor], tokens: bool = False) -> EncoderOutput:
         """Run one batch (already on the encoder's device) under inference_mode; fp32 outputs."""
+
+
+# (spec, pooling or None, weights or None) -> Encoder on CPU, keyed "<library>:<modality>"; and "<prefix>:<rest>"
+# names that are not registered: rest -> spec. Each adapter module registers itself where it is defined.
+ADAPTERS: Registry[Callable[[BackboneSpec, str | None, str | Path | None], Encoder]] = Registry("backbone adapter")
+PREFIXES: Registry[Callable[[str], BackboneSpec]] = Registry("backbone prefix")

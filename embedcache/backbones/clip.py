@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from embedcache.backbones import hf_loading
-from embedcache.backbones.base import BackboneSpec, EncoderOutput
+from embedcache.backbones.base import ADAPTERS, BackboneSpec, EncoderOutput
 from embedcache.backbones.common import (
     WeightsSource,
     check_pooling,
@@ -144,3 +144,7 @@ def create(spec: BackboneSpec, pooling: str | None, weights: str | Path | None) 
     extra = {"tokenizer": hf_loading.from_pretrained(AutoTokenizer, spec, source)} if text else {
         "processor": hf_loading.from_pretrained(CLIPImageProcessor, spec, source)}
     return ClipTowerEncoder(spec, model, source, pooling or spec.pooling, **extra)
+
+
+ADAPTERS.register("clip:text", create)
+ADAPTERS.register("clip:image", create)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from embedcache.backbones import hf_loading
-from embedcache.backbones.base import BackboneSpec, EncoderOutput
+from embedcache.backbones.base import ADAPTERS, PREFIXES, BackboneSpec, EncoderOutput
 from embedcache.backbones.common import (
     WeightsSource,
     check_pooling,
@@ -83,3 +83,7 @@ def prefixed_spec(rest: str) -> BackboneSpec:
         model_id, revision = rest.rsplit("@", 1)
     return BackboneSpec(name=f"hf:{rest}", modality="text", library="transformers", model_id=model_id,
                         revision=revision, pooling="mean", description="any transformers text encoder")
+
+
+ADAPTERS.register("transformers:text", create)
+PREFIXES.register("hf", prefixed_spec)

@@ -105,13 +105,20 @@ def eval_(
     ram_budget: RamBudget = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
-    """Run an evaluation task on a trained run and record its metrics in the run's JSON."""
-    from embedcache.fusion.tasks import evaluate_run
+    """Run an evaluation task on a trained run and record its metrics in the run's JSON. Without `-o split=...`
+    a task evaluates the `test` split, or `val` when the stores have no `test` split; the output says which."""
+    from embedcache.fusion.runs import open_run
+    from embedcache.fusion.tasks import evaluate_run, metrics_key
 
     with user_errors():
         metrics = evaluate_run(run, task, dataset=dataset, data_dir=use_data_dir(data_dir), device=device,
                                ram_budget=_bytes(ram_budget), **parse_options(option))
-    table = Table("metric", "value", title=f"{task} on {run}")
+        done = open_run(run)
+        info = done.record.get("evals", {}).get(metrics_key(task, dataset or "", done.inputs[0]["dataset"]), {})
+    split = f" (split {info['split']!r})" if info.get("split") else ""
+    if info.get("split_chosen"):
+        out.print(info["split_chosen"])
+    table = Table("metric", "value", title=f"{task} on {run}{split}")
     for key, value in list(metrics.items())[:40]:
         table.add_row(key, f"{value:.4f}")
     out.print(table)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from embedcache.datasets.base import BadItemError, Dataset, DatasetFormatError, DatasetNotFoundError, Item, Pair, Split
-from embedcache.registry import Registry
+from embedcache.registry import Registry, import_modules
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
 
@@ -16,21 +16,11 @@ def create_dataset(name: str, root: str | Path | None = None, **options: Any) ->
     return DATASETS.get(name)(root=root, **options)
 
 
-# Importing the modules fills the registry.
-from embedcache.datasets import (  # noqa: E402,F401
-    cifar,
-    coco,
-    fashion_mnist,
-    flickr,
-    generic,
-    glue,
-    mmsd,
-    mvsa,
-    prompts,
-    synthetic,
-    tiny_imagenet,
-)
+# Each module registers its adapters (and their download sources) where they are defined: a new dataset is one
+# new file, and this import finds it.
+MODULES = import_modules(__name__, __path__)
 
 __all__ = [
-    "BadItemError",
-    "DATASETS", "Dataset", "DatasetFormatError", "DatasetNotFoundError", "Item", "Pair", "Split", "create_dataset"]
+    "DATASETS", "MODULES", "BadItemError", "Dataset", "DatasetFormatError", "DatasetNotFoundError", "Item", "Pair",
+    "Split", "create_dataset",
+]

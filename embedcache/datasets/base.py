@@ -11,12 +11,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 Modality = Literal["image", "text"]
 LabelKind = Literal["none", "single", "multi"]
+# Where an adapter's items come from: a published dataset read from its layout (with a download source or a
+# request), the user's own files in a generic layout, generated on first use, or derived from another dataset.
+Origin = Literal["published", "user", "generated", "derived"]
 
 # An image is a file path, the encoded bytes of a file, or a decoded uint8 array (H, W) or (H, W, C).
 ImageSource = str | bytes | np.ndarray
@@ -90,6 +93,7 @@ class Dataset(ABC):
     version: str = "1"
     modalities: tuple[Modality, ...] = ("image", "text")
     label_kind: LabelKind = "none"
+    origin: ClassVar[Origin] = "published"  # "published": `embedcache download <name>` knows it (tests check)
 
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
         self.root = Path(root) if root is not None else None

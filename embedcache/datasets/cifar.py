@@ -22,6 +22,7 @@ import numpy as np
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, find_root
+from embedcache.datasets.download import RemoteFile, Source, register_source
 
 
 def _unchecked(cls: type) -> type:
@@ -129,3 +130,11 @@ class Cifar100(_CifarBase):
 def _unpickle(path: Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         return pickle.load(f, encoding="latin1")  # the release was pickled by python 2
+
+
+# md5s as listed in torchvision/datasets/cifar.py
+KRIZ = "https://www.cs.toronto.edu/~kriz"
+register_source(
+    Source("cifar10", (RemoteFile(f"{KRIZ}/cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a"),)),
+    Source("cifar100", (RemoteFile(f"{KRIZ}/cifar-100-python.tar.gz", md5="eb9058c3a382ffc7106e4002c42a8d85"),)),
+)

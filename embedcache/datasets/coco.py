@@ -27,6 +27,7 @@ from typing import Any
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, find_root, require_file
+from embedcache.datasets.download import RemoteFile, Source, register_source
 
 LAYOUT = """\
 <root>/
@@ -156,3 +157,10 @@ def _check_list(data: dict[str, Any], key: str, path: Path) -> list[dict[str, An
         raise DatasetFormatError(f"{path}: expected a list under {key!r} (COCO annotation format); "
                                  f"found {type(value).__name__}")
     return value
+
+
+# COCO publishes no checksums. Both years share <data-dir>/raw/coco (annotations/ names differ by year).
+COCO = "http://images.cocodataset.org"
+register_source(*(Source(name, (RemoteFile(f"{COCO}/annotations/annotations_trainval{year}.zip"),
+                                RemoteFile(f"{COCO}/zips/train{year}.zip"), RemoteFile(f"{COCO}/zips/val{year}.zip")),
+                         dataset="coco") for year, name in ((2014, "coco"), (2017, "coco-2017"))))

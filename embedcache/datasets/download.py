@@ -6,9 +6,8 @@ finished file is checked against its md5/sha256 (a mismatch deletes it and fails
 and deleted; a ``.<file>.done`` marker makes a rerun skip it. The base URL of every file can be replaced
 (argument `base_url`, else $EMBEDCACHE_DOWNLOAD_BASE) by a mirror serving the same file names.
 
-Checksums: CIFAR-10/100 and Fashion-MNIST md5s as listed in torchvision/datasets/{cifar,mnist}.py; Tiny
-ImageNet's md5 as used by public loaders (e.g. the TinyImageNet VisionDataset classes that download it).
-COCO, Flickr8k and GLUE publish none. MVSA and MMSD have no direct download: `download` says where to ask.
+Each adapter module registers its dataset's sources beside the adapter (`register_source`), with the
+provenance of its URLs and checksums; importing `embedcache.datasets` imports every adapter module.
 """
 
 from __future__ import annotations
@@ -78,50 +77,10 @@ class Source:
 SOURCES: Registry[Source] = Registry("download source")
 
 
-def _add(source: Source) -> None:
-    SOURCES.register(source.name, source)
-
-
-KRIZ = "https://www.cs.toronto.edu/~kriz"
-FMNIST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
-COCO = "http://images.cocodataset.org"
-GLUE = "https://dl.fbaipublicfiles.com/glue/data"
-SENTEVAL = "https://dl.fbaipublicfiles.com/senteval/senteval_data"
-FLICKR = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k"
-
-_add(Source("cifar10", (RemoteFile(f"{KRIZ}/cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a"),)))
-_add(Source("cifar100", (RemoteFile(f"{KRIZ}/cifar-100-python.tar.gz", md5="eb9058c3a382ffc7106e4002c42a8d85"),)))
-_add(Source("fashion-mnist", tuple(RemoteFile(f"{FMNIST}/{name}", md5=md5, extract_to=None) for name, md5 in (
-    ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-    ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-    ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-    ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-))))
-_add(Source("tiny-imagenet", (RemoteFile("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                                         md5="90528d7ca1a48142e341f4ef8d21d0de"),)))
-for _year, _name in ((2014, "coco"), (2017, "coco-2017")):
-    _add(Source(_name, (RemoteFile(f"{COCO}/annotations/annotations_trainval{_year}.zip"),
-                        RemoteFile(f"{COCO}/zips/train{_year}.zip"), RemoteFile(f"{COCO}/zips/val{_year}.zip")),
-                dataset="coco"))  # both years share <data-dir>/raw/coco (annotations/ names differ by year)
-_add(Source("flickr8k", (RemoteFile(f"{FLICKR}/Flickr8k_Dataset.zip"),
-                         RemoteFile(f"{FLICKR}/Flickr8k_text.zip", extract_to="Flickr8k_text"))))
-_add(Source("qqp", (RemoteFile(f"{GLUE}/QQP-clean.zip"),)))
-_add(Source("stsb", (RemoteFile(f"{GLUE}/STS-B.zip"),)))
-# MRPC is not hosted by GLUE: the msr files as mirrored by SentEval plus GLUE's dev ids (as the HF builder does).
-_add(Source("mrpc", (RemoteFile(f"{SENTEVAL}/msr_paraphrase_train.txt", extract_to=None),
-                     RemoteFile(f"{SENTEVAL}/msr_paraphrase_test.txt", extract_to=None),
-                     RemoteFile(f"{GLUE}/mrpc_dev_ids.tsv", extract_to=None))))
-_MVSA = ("request MVSA-{kind} from its authors (MCRLab, University of Ottawa: "
-         "http://mcrlab.net/research/mvsa-sentiment-analysis-on-multi-view-social-data/)")
-_add(Source("mvsa-single", request=_MVSA.format(kind="Single"),
-            layout="<dest>/labelResultAll.txt, <dest>/data/<id>.jpg, <dest>/data/<id>.txt"))
-_add(Source("mvsa-multiple", request=_MVSA.format(kind="Multiple"),
-            layout="<dest>/labelResultAll.txt (3 annotators), <dest>/data/<id>.jpg, <dest>/data/<id>.txt"))
-_add(Source("mmsd", request=(
-    "get the text files from github.com/headacheboy/data-of-multimodal-sarcasm-detection (text/) or "
-    "github.com/JoeYing1019/MMSD2.0 (data/text_json_final/), and the images from the link in the first "
-    "repository's README"),
-    layout="<dest>/text/train.txt, valid2.txt, test2.txt (or text_json_final/*.json), <dest>/dataset_image/<id>.jpg"))
+def register_source(*sources: Source) -> None:
+    """Register each source under its name; adapter modules call this beside the adapter that reads it."""
+    for source in sources:
+        SOURCES.register(source.name, source)
 
 
 def default_dest(name: str, data_dir: str | Path | None = None) -> Path:

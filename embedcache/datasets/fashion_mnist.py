@@ -22,6 +22,7 @@ import numpy as np
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, find_root
+from embedcache.datasets.download import RemoteFile, Source, register_source
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -90,3 +91,13 @@ class FashionMnist(Dataset):
         if labels.size and labels.max() >= len(CLASSES):
             raise DatasetFormatError(f"{root}: {prefix} label {labels.max()} is not a Fashion-MNIST class (0..9)")
         return Split(split, [Item(id=str(i), image=images[i], label=int(labels[i])) for i in range(len(images))])
+
+
+# md5s as listed in torchvision/datasets/mnist.py; the .gz files are kept as published (the adapter reads them)
+FMNIST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+MD5 = (("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+       ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+       ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+       ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"))
+register_source(Source("fashion-mnist", tuple(RemoteFile(f"{FMNIST}/{name}", md5=md5, extract_to=None)
+                                              for name, md5 in MD5)))

@@ -13,6 +13,9 @@ Flickr8k_text.zip holds::
 The text files are looked for in ``<root>/Flickr8k_text/`` and in ``<root>/``. The token file lists captions
 of an image that is in no split file (``2258277193_586949ec62.jpg.1``); captions are kept only for images of
 the split being read. Image ids are the file names, caption ids the ``<file>#<n>`` keys (link = the file).
+The split ``all`` is every image of the token file that is on disk with all its captions (8,091 images, 40,455
+captions: the rows of the CBMF authors' captions.txt, which their Fig. 4 retrieval queries), whether or not
+a split file lists it.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from pathlib import Path
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, decode, find_root, read_lines, require_file
+from embedcache.datasets.download import RemoteFile, Source, register_source
 
 IMAGES = "Flicker8k_Dataset"  # the published folder name, misspelt
 TEXT = "Flickr8k_text"
 TOKENS = "Flickr8k.token.txt"
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}
+ALL = "all"  # every captioned image on disk: the CBMF authors' Fig. 4 protocol
 LAYOUT = """\
 <root>/
   Flicker8k_Dataset/<image>.jpg         (from Flickr8k_Dataset.zip; note the spelling 'Flicker')
@@ -49,7 +54,7 @@ class Flickr8k(Dataset):
         super().__init__(root)
 
     def splits(self) -> list[str]:
-        return list(SPLIT_FILES)
+        return [*SPLIT_FILES, ALL]
 
     def _paths(self) -> tuple[Path, Path]:
         """(image folder, text folder)."""
@@ -63,9 +68,12 @@ class Flickr8k(Dataset):
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         images_dir, text_dir = self._paths()
-        names = self._split_images(require_file(text_dir / SPLIT_FILES[split], "Flickr8k split list",
-                                                "It is part of Flickr8k_text.zip."))
         captions = _read_tokens(text_dir / TOKENS)
+        if split == ALL:  # a token key without its image (the stray '...jpg.1') is no row of the authors' file
+            names = [n for n in captions if (images_dir / n).is_file()]
+        else:
+            names = self._split_images(require_file(text_dir / SPLIT_FILES[split], "Flickr8k split list",
+                                                    "It is part of Flickr8k_text.zip."))
         images = [Item(id=n, image=str(images_dir / n)) for n in names]
         texts = [it for n in names for it in captions.get(n, [])]
         return Split(split, images, texts)
@@ -100,3 +108,9 @@ def _read_tokens(path: Path) -> dict[str, list[Item]]:
             text, error = None, "empty caption" if tab else "no tab between caption id and caption"
         out[image].append(Item(id=cap_id, text=text.strip() if text else None, link=image, error=error))
     return out
+
+
+# Flickr8k's official form is gone; this mirror serves the original zips (no published checksums).
+FLICKR = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k"
+register_source(Source("flickr8k", (RemoteFile(f"{FLICKR}/Flickr8k_Dataset.zip"),
+                                    RemoteFile(f"{FLICKR}/Flickr8k_text.zip", extract_to="Flickr8k_text"))))

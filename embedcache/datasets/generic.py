@@ -44,6 +44,7 @@ class ImageFolder(Dataset):
     """Images sorted into one folder per class, optionally split into train/val/test folders, with captions."""
 
     name = "imagefolder"
+    origin = "user"
     version = "1"
     modalities = ("image", "text")
     label_kind = "single"
@@ -103,6 +104,7 @@ class PairsTsv(Dataset):
     """Text pairs with a score or 0/1 label from delimited files with a header; columns chosen by options."""
 
     name = "pairs-tsv"
+    origin = "user"
     version = "1"
     modalities = ("text",)
     label_kind = "none"

@@ -26,6 +26,7 @@ from typing import Any
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetNotFoundError, Split
 from embedcache.datasets.common import ParsedPair, Row, check_choice, find_root, pairs_split, read_tsv
+from embedcache.datasets.download import RemoteFile, Source, register_source
 
 
 @dataclass(frozen=True)
@@ -207,3 +208,16 @@ class Mrpc(_Glue):
         in_dev = split == "dev"
         return tsv_to_split(split, root / self.MSR_TRAIN, self.spec,
                             keep=lambda f: ((f["#1 ID"], f["#2 ID"]) in dev) == in_dev)
+
+
+# GLUE publishes no checksums. MRPC is not hosted by GLUE: the msr files as mirrored by SentEval plus GLUE's dev
+# ids (as the HF builder does).
+GLUE = "https://dl.fbaipublicfiles.com/glue/data"
+SENTEVAL = "https://dl.fbaipublicfiles.com/senteval/senteval_data"
+register_source(
+    Source("qqp", (RemoteFile(f"{GLUE}/QQP-clean.zip"),)),
+    Source("stsb", (RemoteFile(f"{GLUE}/STS-B.zip"),)),
+    Source("mrpc", (RemoteFile(f"{SENTEVAL}/msr_paraphrase_train.txt", extract_to=None),
+                    RemoteFile(f"{SENTEVAL}/msr_paraphrase_test.txt", extract_to=None),
+                    RemoteFile(f"{GLUE}/mrpc_dev_ids.tsv", extract_to=None))),
+)

@@ -25,6 +25,7 @@ from typing import Any
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, decode, find_root, read_lines, require_file
+from embedcache.datasets.download import Source, register_source
 
 CLASSES = ("not sarcastic", "sarcastic")
 TXT_FILES = {"train": "train.txt", "valid": "valid2.txt", "test": "test2.txt"}
@@ -126,3 +127,11 @@ def _json_records(path: Path) -> list[tuple[str, str | None, int | None, str | N
             continue
         out.append((str(rec["image_id"]), str(rec["text"]), int(rec["label"]), None))
     return out
+
+
+# No direct download: `embedcache download mmsd` says where to get the texts and images.
+register_source(Source("mmsd", request=(
+    "get the text files from github.com/headacheboy/data-of-multimodal-sarcasm-detection (text/) or "
+    "github.com/JoeYing1019/MMSD2.0 (data/text_json_final/), and the images from the link in the first "
+    "repository's README"),
+    layout="<dest>/text/train.txt, valid2.txt, test2.txt (or text_json_final/*.json), <dest>/dataset_image/<id>.jpg"))

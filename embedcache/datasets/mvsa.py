@@ -24,6 +24,7 @@ from pathlib import Path
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, decode, find_root, read_lines, seeded_split
+from embedcache.datasets.download import Source, register_source
 
 CLASSES = ("negative", "neutral", "positive")
 SPLITS = ("train", "val", "test")
@@ -155,3 +156,14 @@ def _is_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+# No direct download: `embedcache download mvsa-*` says where to ask and the layout to unpack to.
+_REQUEST = ("request MVSA-{kind} from its authors (MCRLab, University of Ottawa: "
+            "http://mcrlab.net/research/mvsa-sentiment-analysis-on-multi-view-social-data/)")
+register_source(
+    Source("mvsa-single", request=_REQUEST.format(kind="Single"),
+           layout="<dest>/labelResultAll.txt, <dest>/data/<id>.jpg, <dest>/data/<id>.txt"),
+    Source("mvsa-multiple", request=_REQUEST.format(kind="Multiple"),
+           layout="<dest>/labelResultAll.txt (3 annotators), <dest>/data/<id>.jpg, <dest>/data/<id>.txt"),
+)

@@ -23,6 +23,7 @@ class ClassPrompts(Dataset):
     task reads. `root` is the source dataset's root (its class names may live in its files, e.g. CIFAR)."""
 
     name = "class-prompts"
+    origin = "derived"
     version = "1"
     modalities = ("text",)
     label_kind = "single"

@@ -315,6 +315,7 @@ class ShapesDataset(Dataset):
     its root holds none; `labels="multi"` gives each image the tuple of classes present."""
 
     name = "shapes"
+    origin = "generated"
 
     def __init__(self, root: str | Path | None = None, size: int = DEFAULT_SIZE, seed: int = 0,
                  captions_per_image: int = 3, labels: str = "single") -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, find_root, read_lines, require_file
+from embedcache.datasets.download import RemoteFile, Source, register_source
 
 FOLDER = "tiny-imagenet-200"
 LAYOUT = """\
@@ -110,3 +111,8 @@ class TinyImageNet(Dataset):
             items.append(Item(id=Path(file).stem, image=str(root / "images" / file), label=index.get(wnid),
                               error=error))
         return items
+
+
+# the md5 as used by public loaders (e.g. the TinyImageNet VisionDataset classes that download it)
+register_source(Source("tiny-imagenet", (RemoteFile("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                                                    md5="90528d7ca1a48142e341f4ef8d21d0de"),)))

@@ -15,6 +15,7 @@ from embedcache.evaluate.retrieval import (
     best_positive_ranks,
     positives_by_key,
     rank_metrics,
+    repeated_gallery_ranks,
     retrieval_metrics,
 )
 from embedcache.evaluate.sts import DEFAULT_BANDS, DEFAULT_TOLERANCES, cosine_to_sts, sts_metrics
@@ -32,6 +33,6 @@ __all__ = [
     "CBMF_TEMPLATES", "DEFAULT_BANDS", "DEFAULT_HIT_KS", "DEFAULT_TEMPLATES", "DEFAULT_TOLERANCES",
     "best_positive_ranks", "binary_metrics", "choose_threshold", "class_embeddings", "cosine_to_sts", "finetune",
     "linear_probe", "multilabel_metrics", "pair_classification", "paired_cosine", "positives_by_key", "prompts",
-    "rank_metrics", "retrieval_metrics", "single_label_metrics", "sts_metrics", "zero_shot", "zero_shot_logits",
-    "zero_shot_probs",
+    "rank_metrics", "repeated_gallery_ranks", "retrieval_metrics", "single_label_metrics", "sts_metrics", "zero_shot",
+    "zero_shot_logits", "zero_shot_probs",
 ]

@@ -7,7 +7,13 @@ positive counts as ranked above it, so degenerate embeddings (all equal) rank la
 
 R@k (CLIP_benchmark's "any positive in the top k") and the CBMF hit rate are the same quantity; the
 hit rate is reported on the paper's k grid, k = 100, 200, ..., 10,000 (the authors' retrieval.py uses
-`range(100, 10100, 100)`), with k clamped at the gallery size.
+`range(100, 10100, 100)`), and only for k below the gallery size (at or above it every query hits by
+construction, so such a k says nothing and is left out).
+
+`repeated_gallery_ranks` is the authors' Fig. 4 protocol (text_image/downstream_task/image_retrieval/
+retrieval.py): one gallery row per caption holding that caption's image (each image repeated once per
+caption), every caption a query whose answer is its OWN row. It is computed against the distinct images
+weighted by their row counts, so 40,455 x 40,455 costs 40,455 x 8,091 similarities, in chunks.
 """
 
 from __future__ import annotations
@@ -50,11 +56,12 @@ def rank_metrics(
     ranks: ArrayLike, gallery_size: int, prefix: str, ks: Sequence[int] = DEFAULT_KS,
     hit_ks: Sequence[int] = DEFAULT_HIT_KS,
 ) -> dict[str, float]:
-    """Flat metrics from 1-based ranks (Q,): R@k and hit@k (fraction with rank <= min(k, gallery_size)),
-    median rank (numpy's median: the mean of the two middle ranks for an even count) and mean rank."""
+    """Flat metrics from 1-based ranks (Q,): R@k (fraction with rank <= min(k, gallery_size)), hit@k for each
+    k < gallery_size only, median rank (numpy's median: the mean of the two middle ranks for an even count) and
+    mean rank."""
     r = as_long(ranks).cpu()
     out = {join(prefix, f"R@{k}"): _within(r, k, gallery_size) for k in ks}
-    out.update({join(prefix, f"hit@{k}"): _within(r, k, gallery_size) for k in hit_ks})
+    out.update({join(prefix, f"hit@{k}"): _within(r, k, gallery_size) for k in hit_ks if k < gallery_size})
     out[join(prefix, "median_rank")] = float(np.median(r.numpy()))
     out[join(prefix, "mean_rank")] = float(r.double().mean())
     return out
@@ -79,6 +86,30 @@ def best_positive_ranks(
         stop = min(q.shape[0], start + step)
         lo, hi = offsets[start], offsets[stop]
         ranks[start:stop] = _chunk_ranks(q[start:stop] @ g.T, rows[lo:hi] - start, cols[lo:hi])
+    return ranks.cpu()
+
+
+def repeated_gallery_ranks(
+    query: ArrayLike, images: ArrayLike, answer: ArrayLike, counts: ArrayLike, *, chunk_size: int | None = None
+) -> torch.Tensor:
+    """1-based ranks (Q,) int64 in a gallery where distinct image i (row of `images` (I, D)) fills counts[i] rows
+    and query q's answer is ONE of the rows of image answer[q] (its own caption row). Pessimistic on ties: the
+    other rows of the same image tie with the answer exactly and rank above it, so the rank is the number of
+    gallery rows scoring >= the answer: sum of counts[i] over images i with sim(q, i) >= sim(q, answer[q]).
+    (The authors' torch.topk breaks those ties in no stated order.) Memory: chunk_size x I similarities."""
+    q = F.normalize(as_float(query), dim=-1)  # (Q, D)
+    g = F.normalize(as_float(images, q.device), dim=-1)  # (I, D)
+    ans = as_long(answer).to(q.device)  # (Q,)
+    w = as_float(counts, q.device)  # (I,) rows per image
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or len(ans) != len(q) or len(w) != len(g):
+        raise ValueError(f"expected query (Q, D), images (I, D), answer (Q,), counts (I,); got {tuple(q.shape)}, "
+                         f"{tuple(g.shape)}, {tuple(ans.shape)}, {tuple(w.shape)}")
+    step = chunk_size or max(1, CHUNK_ELEMENTS // max(1, g.shape[0]))
+    ranks = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
+    for start in range(0, q.shape[0], step):
+        sims = q[start:start + step] @ g.T  # (c, I)
+        own = sims.gather(1, ans[start:start + step, None])  # (c, 1)
+        ranks[start:start + step] = ((sims >= own).to(w.dtype) @ w).round().long()
     return ranks.cpu()
 
 

@@ -1,11 +1,12 @@
 """STS-B metrics: correlations and CBMF's accuracy under error tolerances, overall and per similarity band.
 
-A pair counts as correct under tolerance e when |pred - gold| / error_scale <= e. The paper's text
-puts both on the 0..5 gold scale with e in 0.1..1 (error_scale 1, the default). The authors' notebook
-(text_text.ipynb, `accuracy`) instead compares the raw cosine with gold / 5, i.e. pred = 5 * cosine
-(`cosine_to_sts(cos, "unit")`) with error_scale 5, over `np.linspace(0, 1, 100)`, and bins gold scores
-with right-closed bands (x <= 1, 1 < x <= 2, ..., x > 4): `band_edges="right"`. Both are supported so
-a results row can say which it used.
+A pair counts as correct under tolerance e when |pred - gold| / error_scale <= e. The defaults are the
+authors' notebook (text_text.ipynb, `accuracy`): it compares the raw cosine with gold / 5, i.e. pred = 5 *
+cosine (`cosine_to_sts(cos, "unit")`, no clipping) with error_scale 5, so |cos - gold / 5| <= e, and bins
+gold scores with right-closed bands (x <= 1, 1 < x <= 2, ..., x > 4): `band_edges="right"`. The paper's
+text can be read as both on the 0..5 scale (error_scale 1, five times stricter) with left-closed bands
+[lo, hi): `error_scale=1.0, band_edges="left"`. Tolerances run over 0.1..1 (the paper's figure; the notebook
+uses np.linspace(0, 1, 100)). Both forms are supported so a results row can say which it used.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ def sts_metrics(
     tolerances: Sequence[float] = DEFAULT_TOLERANCES,
     bands: Sequence[tuple[float, float]] = DEFAULT_BANDS,
     prefix: str = "sts",
-    error_scale: float = 1.0,
-    band_edges: Literal["left", "right"] = "left",
+    error_scale: float = 5.0,
+    band_edges: Literal["left", "right"] = "right",
 ) -> dict[str, float]:
     """Pearson, Spearman and MAE of pred (N,) vs gold (N,), accuracy `{prefix}_acc@{e}` for every
     tolerance e, per band `{prefix}_acc@{e}_band{lo}-{hi}`, the means over tolerances `{prefix}_acc_mean`
     and `{prefix}_acc_mean_band{lo}-{hi}`, and band sizes `{prefix}_n_band{lo}-{hi}` (empty bands get
-    only the size). Bands are [lo, hi) ("left") or (lo, hi] with the lowest band also taking lo ("right")."""
+    only the size). Bands are (lo, hi] with the lowest band also taking lo ("right", the authors') or [lo, hi)
+    ("left"); the error is |pred - gold| / error_scale (5: the authors' |cos - gold / 5| for pred = 5 cos)."""
     p, g = as_numpy(pred).ravel(), as_numpy(gold).ravel()
     check_rows("pred", len(p), "gold", len(g))
     err = np.abs(p - g) / error_scale

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 PAIRS_VERSION = 2  # 2: mined within each image (scope), self pairs at training time
 BLOCK_ELEMENTS = 1 << 25  # similarity entries per block (128 MiB fp32): bounds memory for any N
 SCOPES = ("image", "topk")
+GATHER_ROWS = 1 << 16  # caption pairs compared per slice in per-image mining (2 x 65,536 x 384 fp32 = 192 MiB)
 
 
 class NoLinksError(ValueError):
@@ -111,12 +112,21 @@ def mine_within_groups(emb: torch.Tensor, groups: np.ndarray, threshold: float
     for d in range(1, int(sizes.max(initial=1))):
         k = np.nonzero(sorted_codes[:-d] == sorted_codes[d:])[0]  # (P_d,) positions whose +d is the same group
         i, j = order[k], order[k + d]  # i < j: the stable sort keeps the original order within a group
-        cos = (z[torch.from_numpy(i)] * z[torch.from_numpy(j)]).sum(-1).cpu().numpy()
+        cos = _paired_cosines(z, i, j)
         keep = cos >= threshold
         found_i.append(i[keep])
         found_j.append(j[keep])
         found_s.append(cos[keep].astype(np.float32))
     return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
+
+
+def _paired_cosines(z: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(P,) float32 dot products of unit rows z[i] and z[j], gathered GATHER_ROWS pairs at a time (bounded memory)."""
+    out = [np.zeros(0, np.float32)]
+    for a in range(0, len(i), GATHER_ROWS):
+        rows_i, rows_j = torch.from_numpy(i[a:a + GATHER_ROWS]), torch.from_numpy(j[a:a + GATHER_ROWS])
+        out.append((z[rows_i] * z[rows_j]).sum(-1).cpu().numpy())  # (b, D) x 2 -> (b,)
+    return np.concatenate(out)
 
 
 def mine_top_k(emb: torch.Tensor, threshold: float, top_k: int, *, block: int | None = None
@@ -206,7 +216,8 @@ def ensure_pairs(store: str | Path, split: str = "train", threshold: float = 0.7
     if scope not in SCOPES:
         raise ValueError(f"unknown mining scope {scope!r}; known: {', '.join(SCOPES)}")
     if scope == "topk" and not top_k:
-        raise ValueError("scope 'topk' mines across images and needs a bound: give top_k (e.g. 5)")
+        raise ValueError("scope 'topk' mines across images and needs a bound: give top_k (--top-k on the command "
+                         "line), e.g. 5")
     with open_store(Path(store)) as st:
         attrs = _attrs(st, split, threshold, scope, top_k)
         path = pairs_path(attrs["dataset"] or Path(store).parent.name, attrs["source_backbone"] or Path(store).stem,

@@ -12,6 +12,7 @@ is a `convirt-frozen` run, evaluated like any other run.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,11 +73,39 @@ def evaluate_run(run: str | Path | Run, task: str, *, dataset: str | None = None
     """
     run = run if isinstance(run, Run) else open_run(run, runs_root)
     ctx = Context(run, dataset, data_dir, device, ram_budget)
-    metrics, info = TASKS.get(task)(ctx, **options)
+    fn = TASKS.get(task)
+    chosen = default_split(ctx, fn) if "split" not in options else None
+    metrics, info = fn(ctx, **options, **({"split": chosen} if chosen else {}))
+    if chosen:
+        info = {**info, "split": chosen, "split_chosen": f"no split given: {chosen!r} "
+                f"({'the test split' if chosen == 'test' else 'the stores have no test split'})"}
     if record:
         run.add_metrics(metrics_key(task, ctx.dataset, run.inputs[0]["dataset"]), metrics,
                         {"task": task, "dataset": ctx.dataset, **info})
     return metrics
+
+
+def default_split(ctx: Context, task: Callable[..., TaskResult]) -> str | None:
+    """For a task whose `split` defaults to 'test': 'test' when every evaluation store has it, else 'val' when
+    every one has that (COCO, and any layout with train/val only); None leaves the task's own default."""
+    param = inspect.signature(task).parameters.get("split")
+    if param is None or param.default != "test":
+        return None
+    paths = [ctx.path(m) for m in range(len(ctx.run.inputs))]
+    if not all(p.exists() for p in paths):
+        return None  # the task names the missing store
+    splits = [set(_store_splits(p)) for p in paths]
+    for name in ("test", "val"):
+        if all(name in have for have in splits):
+            return name
+    return None
+
+
+def _store_splits(path: Path) -> list[str]:
+    from embedcache.store import open_store
+
+    with open_store(path) as store:
+        return list(store.splits)
 
 
 def metrics_key(task: str, dataset: str, trained_on: str) -> str:
@@ -101,6 +130,30 @@ def retrieval(ctx: Context, *, split: str = "test", ks: tuple[int, ...] = (1, 5,
     t2i = ev.retrieval_metrics(et, ei, ev.positives_by_key(list(links), list(images.ids)), "text_to_image", ks, hit_ks)
     info = {"split": split, "images": int(has_caption.sum()), "captions": int(keep.sum())}
     return {**i2t, **t2i}, info
+
+
+@TASKS.register("retrieval-rows")
+def retrieval_rows(ctx: Context, *, split: str = "all", ks: tuple[int, ...] = (1, 5, 10),
+                   hit_ks: tuple[int, ...] = ev.DEFAULT_HIT_KS) -> TaskResult:
+    """The CBMF authors' Fig. 4 protocol (text_image/downstream_task/image_retrieval/retrieval.py): one gallery
+    row per caption holding its image (images repeated), each caption a query whose answer is its own row;
+    prefix `text_to_image_rows`. On Flickr8k split `all`: 40,455 captions over 40,455 rows. The authors'
+    script keeps only its last batch's accuracies (its dict is overwritten per batch of 100); every caption
+    counts here."""
+    mi, mt = ctx.side("image"), ctx.side("text")
+    images, texts = ctx.view(mi, split), ctx.view(mt, split)
+    if texts.links is None:
+        raise ValueError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
+    index = {str(i): r for r, i in enumerate(images.ids)}
+    answer = np.array([index.get(str(link), -1) for link in texts.links])
+    keep = answer >= 0  # captions whose image is in the image store
+    counts = np.bincount(answer[keep], minlength=len(images.ids))  # (I,) gallery rows per image
+    ei, et = ctx.encode(mi, images), ctx.encode(mt, texts)[torch.from_numpy(keep)]
+    ranks = ev.repeated_gallery_ranks(et, ei, answer[keep], counts)
+    metrics = ev.rank_metrics(ranks, int(keep.sum()), "text_to_image_rows", ks, hit_ks)
+    info = {"split": split, "protocol": "cbmf-authors-rows", "captions": int(keep.sum()),
+            "gallery_rows": int(keep.sum()), "images": int((counts > 0).sum())}
+    return metrics, info
 
 
 def _prompt_classes(view: View, num_classes: int) -> torch.Tensor:

@@ -353,6 +353,8 @@ def train(
     cfg = TrainCfg(epochs, batch_size, lr, weight_decay, plateau_patience, plateau_factor, early_stop_patience, seed)
     key = {"head": spec, "train": cfg, "inputs": inputs_key(train_data),
            "pairs": [train_info, val_info], "splits": [train_split, val_split]}
+    if HEADS.get(head).revision:  # the head's default computation changed: never reuse a run of the old one
+        key["revision"] = HEADS.get(head).revision
     run_id, done = find_or_seed(head, key, seed=seed, force=force, runs_root=runs_root)
     if done is not None:
         return done

@@ -22,7 +22,7 @@ from typing import Any
 from embedcache.fingerprint import fingerprint
 from embedcache.paths import ENV_VAR as DATA_ENV
 from embedcache.paths import results_dir as default_results_dir
-from embedcache.tables.reference import pipelines_dir, read_toml
+from embedcache.tables.reference import pipelines_dir
 from embedcache.tables.spec import (
     ColumnSpec,
     EvalSpec,
@@ -34,6 +34,7 @@ from embedcache.tables.spec import (
     dump_pipeline,
     list_pipelines,
     load_pipeline,
+    resolve_extends,
     spec_from_dict,
     spec_to_dict,
     validate,
@@ -217,7 +218,7 @@ def select_pipelines(names: Sequence[str] | None = None, *, demo: bool | None = 
     folder = Path(directory) if directory is not None else pipelines_dir()
     chosen = []
     for name in list_pipelines(folder):
-        raw = read_toml(folder / f"{name}.toml")["pipeline"]
+        raw = resolve_extends(folder / f"{name}.toml")["pipeline"]  # `demo` may be inherited
         if demo is None or bool(raw.get("demo", False)) == demo:
             chosen.append(str(folder / f"{name}.toml"))
     return chosen

@@ -18,6 +18,16 @@ appears, saying what is missing and the command that gets it. `run_all` runs man
     [[rows]]                   label, run ("<id>" or "<id>/<late-fusion method>"), metrics, prefix, keys,
                                kind (ours | baseline | floor), variant, ref
     [[plots]]                  kind (sts-tolerance | hit-rate | columns), file, rows, prefix
+
+A spec states only what differs from another with a top-level `extends = "<name>"` (a file of the same folder,
+itself resolved first; a cycle or an unknown name is a one-line error). The merge, done on the parsed TOML before
+any checking (`resolve_extends`): [pipeline] is merged key by key. An array of tables ([[stores]], [[runs]],
+[[runs.evals]], [[columns]], [[rows]], [[plots]]) that the child leaves out is the parent's; one the child gives
+is merged by position: the result has the child's elements, the i-th being the parent's i-th (if any) with the
+child's keys replacing its keys (an empty `[[rows]]` keeps the parent's row as it is). Every other value,
+inline tables (options, train) and lists included, replaces the parent's whole. `replace = ["stores", ...]`
+(top level) names arrays the child gives whole, not merged. A key cannot be deleted: set it to its default.
+`dump_pipeline` writes the resolved spec, with no `extends`.
 """
 
 from __future__ import annotations
@@ -257,10 +267,69 @@ def _value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} {v!r} as TOML")
 
 
+# ---------------------------------------------------------------- extends
+
+
+def resolve_extends(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The parsed TOML of `path` with its `extends` chain merged in (see the module docstring)."""
+    raw = read_toml(path)
+    parent_name = raw.pop("extends", None)
+    replace = raw.pop("replace", [])
+    if parent_name is None:
+        if replace:
+            raise ValueError(f"{path}: `replace` needs an `extends`; remove it or name the spec to extend")
+        return raw
+    chain = (*seen, path.stem)
+    if parent_name in chain:
+        raise ValueError(f"{path}: extends cycle {' -> '.join((*chain, parent_name))}; remove one `extends`")
+    parent_path = path.parent / f"{parent_name}.toml"
+    if not parent_path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml")))
+        raise ValueError(f"{path}: extends {parent_name!r}, but there is no {parent_path}; known: {known}")
+    unknown = sorted(set(replace) - set(_PARTS))
+    if unknown:
+        raise ValueError(f"{path}: replace names {unknown}; arrays of tables are: {', '.join(_PARTS)}")
+    return merge_specs(resolve_extends(parent_path, chain), raw, frozenset(replace))
+
+
+def merge_specs(parent: dict[str, Any], child: dict[str, Any], replace: frozenset[str] = frozenset()
+                ) -> dict[str, Any]:
+    """Parsed spec `child` over `parent`: top-level tables merged key by key, arrays of tables by position (except
+    those named in `replace`: the child's whole), any other value the child's."""
+    out = dict(parent)
+    for key, value in child.items():
+        old = parent.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):  # [pipeline]
+            out[key] = {**old, **value}
+        elif key not in replace and _is_tables(value) and _is_tables(old):
+            out[key] = _merge_arrays(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def _merge_arrays(parent: list[dict[str, Any]], child: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Element i: the parent's i-th table with the child's keys replacing its keys; nested arrays of tables
+    ([[runs.evals]]) merged the same way; as many elements as the child gives."""
+    out = []
+    for i, table in enumerate(child):
+        base = parent[i] if i < len(parent) else {}
+        merged = dict(base)
+        for key, value in table.items():
+            nested = _is_tables(value) and _is_tables(base.get(key)) and value
+            merged[key] = _merge_arrays(base[key], value) if nested else value
+        out.append(merged)
+    return out
+
+
 def list_pipelines(directory: str | Path | None = None) -> list[str]:
     """Names of the pipeline specs in `directory` (default: the pipelines dir): every *.toml with [pipeline]."""
     folder = Path(directory) if directory is not None else pipelines_dir()
-    return sorted(p.stem for p in folder.glob("*.toml") if "pipeline" in read_toml(p))
+    return sorted(p.stem for p in folder.glob("*.toml") if {"pipeline", "extends"} & set(read_toml(p)))
 
 
 def load_pipeline(name_or_path: str | Path) -> PipelineSpec:
@@ -271,4 +340,4 @@ def load_pipeline(name_or_path: str | Path) -> PipelineSpec:
     if not path.is_file():
         known = ", ".join(list_pipelines()) if pipelines_dir().is_dir() else "(no pipelines dir)"
         raise FileNotFoundError(f"no pipeline {str(name_or_path)!r} (looked for {path}); known: {known}")
-    return dataclasses.replace(spec_from_dict(read_toml(path), str(path)), path=str(path))
+    return dataclasses.replace(spec_from_dict(resolve_extends(path), str(path)), path=str(path))

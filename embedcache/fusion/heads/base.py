@@ -82,6 +82,9 @@ class Head(nn.Module):
     """Base class of every registered head. Subclasses set `Cfg` and implement `encode` and `loss`."""
 
     Cfg: ClassVar[type] = EmptyCfg
+    # Bumped when a head's default computation changes (same options, other numbers), so a run trained by
+    # the old code is never found for the new one; 0 is left out of run ids.
+    revision: ClassVar[int] = 0
     default_setting: ClassVar[str] = "text-image"  # the training setting `embedcache train NAME` uses
     out_dim: int
 
@@ -153,30 +156,35 @@ def create_head(spec: HeadSpec) -> Head:
 
 
 class ProjectionHead(nn.Module):
-    """g_m of CBMF and ConVIRT: Linear, GELU, Linear, Dropout, residual, LayerNorm (token-wise)."""
+    """g_m of CBMF and ConVIRT, token-wise: Linear, GELU, Linear, Dropout, LayerNorm, as the CBMF authors'
+    ProjectionHead (text_image/baseline.py, no residual). residual=True adds the first Linear's output before
+    the LayerNorm, as the common simple-CLIP projection head does."""
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.1) -> None:
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.1, residual: bool = False) -> None:
         super().__init__()
         self.fc1 = nn.Linear(in_dim, out_dim)
         self.fc2 = nn.Linear(out_dim, out_dim)
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(out_dim)
+        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(x)  # (..., out_dim): also the residual branch
-        return self.norm(h + self.drop(self.fc2(nn.functional.gelu(h))))
+        h = self.fc1(x)  # (..., out_dim)
+        out = self.drop(self.fc2(nn.functional.gelu(h)))
+        return self.norm(h + out if self.residual else out)
 
 
 class ContrastiveHead(Head):
     """An alignment head: a projection g_m per modality into `cfg.dim`, then symmetric InfoNCE over the
-    outputs of `encode_all` (embedcache.fusion.losses). Its Cfg has dim, dropout and the loss fields (targets,
-    temperature_init/min/max, learn_temperature); subclasses add what follows the projections (`encode`)."""
+    outputs of `encode_all` (embedcache.fusion.losses). Its Cfg has dim, dropout, projection_residual and the loss
+    fields (targets, temperature_init/min/max, learn_temperature); subclasses add what follows the projections."""
 
     def __init__(self, spec: HeadSpec) -> None:
         super().__init__(spec)
         cfg = self.cfg
         self.out_dim = cfg.dim
-        self.projections = nn.ModuleList(ProjectionHead(d, cfg.dim, cfg.dropout) for d in spec.in_dims)
+        self.projections = nn.ModuleList(ProjectionHead(d, cfg.dim, cfg.dropout, cfg.projection_residual)
+                                         for d in spec.in_dims)
         self.criterion = ContrastiveLoss(cfg.targets, cfg.temperature_init, cfg.temperature_min,
                                          cfg.temperature_max, cfg.learn_temperature)
 

@@ -1,7 +1,8 @@
 """CBMF: context-based multimodal fusion (Faye et al.), trained from cached embeddings.
 
-Per modality m: a token-wise projection g_m (D_m -> d), a learned context vector c_m (3-d) through a
-shared MLP g (3 -> 64 -> 128 -> d, LayerNorm), a fusion of the projected tokens with g(c_m), and ONE
+Per modality m: a token-wise projection g_m (D_m -> d: Linear, GELU, Linear, Dropout, LayerNorm, no residual),
+a learned context vector c_m (3-d) through a shared MLP g (3 -> 64 -> 128 -> d, LayerNorm; the concat fusion
+has its own 3 -> 10 + LayerNorm(10), as in the authors' code), a fusion of the projected tokens with g(c_m), and ONE
 Deep Fusion Encoder shared by all modalities: LayerNorm on the fused tokens, one
 nn.TransformerEncoderLayer (d 256, 4 heads, feed-forward 2048, dropout 0.1; `OneTokenEncoderLayer`, with
 an exact shortcut for one-token inputs), residual, mean pooling over the real tokens. Defaults follow the
@@ -29,8 +30,10 @@ class CBMFCfg:
     """CBMF options; defaults are the authors' (projection 256, context 3 -> 64 -> 128 -> 256, one block)."""
 
     dim: int = 256
+    projection_residual: bool = False  # the authors' ProjectionHead has none (True: the simple-CLIP form)
     context_dim: int = 3
     context_hidden: tuple[int, ...] = (64, 128)
+    concat_context: int = 10  # the concat fusion's own context width (authors: Linear(3, 10), LayerNorm(10))
     context_std: tuple[float, float] = (0.1, 0.6)  # each context ~ N(0, sigma), sigma ~ U(0.1, 0.6)
     num_heads: int = 4
     ff_dim: int = 2048
@@ -44,13 +47,19 @@ class CBMFCfg:
 
 
 class Fusion(nn.Module):
-    """Fuses projected tokens x (B, T, d) with one context vector c (d,) -> (B, T, d)."""
+    """Fuses projected tokens x (B, T, d) with one context vector c -> (B, T, d); c is (d,) from the shared
+    context MLP unless the fusion names its own context layers (`context_layers`)."""
 
     default_setting: ClassVar[str] = "text-image"
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, cfg: CBMFCfg) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim = cfg.dim
+
+    @classmethod
+    def context_layers(cls, cfg: CBMFCfg) -> tuple[tuple[int, ...], int]:
+        """(hidden widths, output width) of the context MLP this fusion reads: the shared 3 -> 64 -> 128 -> d."""
+        return cfg.context_hidden, cfg.dim
 
 
 FUSIONS: Registry[type[Fusion]] = Registry("cbmf fusion")
@@ -70,14 +79,22 @@ class MulFusion(Fusion):
 
 @FUSIONS.register("concat")
 class ConcatFusion(Fusion):
-    """x + MLP([x; c]) with the MLP 2d -> 2d -> d, as in the authors' concatenation fusion."""
+    """The authors' concatenation fusion (text_image/concatenation/fusion.py): its own context 3 -> 10 with
+    LayerNorm(10) (no hidden layers), concatenated to every d-token, MLP (d + 10) -> (d + 10) -> d with ReLU, added
+    back to x: x + MLP([x; c]). With d = 256 that is 266 -> 266 -> 256."""
 
-    def __init__(self, dim: int) -> None:
-        super().__init__(dim)
-        self.mlp = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+    def __init__(self, cfg: CBMFCfg) -> None:
+        super().__init__(cfg)
+        wide = cfg.dim + cfg.concat_context
+        self.mlp = nn.Sequential(nn.Linear(wide, wide), nn.ReLU(), nn.Linear(wide, cfg.dim))
+
+    @classmethod
+    def context_layers(cls, cfg: CBMFCfg) -> tuple[tuple[int, ...], int]:
+        return (), cfg.concat_context
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return x + self.mlp(torch.cat([x, c.expand_as(x)], dim=-1))
+        ctx = c.expand(*x.shape[:-1], c.shape[-1])  # (10,) -> (B, T, 10)
+        return x + self.mlp(torch.cat([x, ctx], dim=-1))
 
 
 def _attend(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -105,8 +122,9 @@ class AdditiveFusion(AttentionFusion):
 
     default_setting = "text-text"
 
-    def __init__(self, dim: int) -> None:
-        super().__init__(dim)
+    def __init__(self, cfg: CBMFCfg) -> None:
+        super().__init__(cfg)
+        dim = cfg.dim
         self.w_query = nn.Linear(dim, dim)
         self.w_key = nn.Linear(dim, dim)
         self.w_score = nn.Linear(dim, 1)
@@ -119,9 +137,9 @@ class AdditiveFusion(AttentionFusion):
 class GeneralFusion(AttentionFusion):
     """Luong general scoring q . (W k_t)."""
 
-    def __init__(self, dim: int) -> None:
-        super().__init__(dim)
-        self.w_key = nn.Linear(dim, dim)
+    def __init__(self, cfg: CBMFCfg) -> None:
+        super().__init__(cfg)
+        self.w_key = nn.Linear(cfg.dim, cfg.dim)
 
     def scores_values(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.w_key(x) @ c, x
@@ -131,8 +149,9 @@ class GeneralFusion(AttentionFusion):
 class DotFusion(AttentionFusion):
     """Scaled dot-product (W_q q) . (W_k k_t) / sqrt(d), values W_v k_t."""
 
-    def __init__(self, dim: int) -> None:
-        super().__init__(dim)
+    def __init__(self, cfg: CBMFCfg) -> None:
+        super().__init__(cfg)
+        dim = cfg.dim
         self.w_query, self.w_key, self.w_value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
 
     def scores_values(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,18 +159,19 @@ class DotFusion(AttentionFusion):
 
 
 class ContextEncoder(nn.Module):
-    """One learned `context_dim` vector per modality through the shared MLP g -> (M, d) contexts."""
+    """One learned `context_dim` vector per modality through the shared MLP g (`hidden` widths with ReLU, then
+    Linear to `out` and LayerNorm) -> one (out,) context per modality."""
 
-    def __init__(self, cfg: CBMFCfg, num_modalities: int) -> None:
+    def __init__(self, cfg: CBMFCfg, num_modalities: int, hidden: tuple[int, ...], out: int) -> None:
         super().__init__()
         lo, hi = cfg.context_std
         sigma = torch.rand(num_modalities, 1) * (hi - lo) + lo  # the authors draw one sigma per modality
         self.vectors = nn.Parameter(torch.randn(num_modalities, cfg.context_dim) * sigma)
-        dims = (cfg.context_dim, *cfg.context_hidden)
+        dims = (cfg.context_dim, *hidden)
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU()]
-        self.g = nn.Sequential(*layers, nn.Linear(dims[-1], cfg.dim), nn.LayerNorm(cfg.dim))
+        self.g = nn.Sequential(*layers, nn.Linear(dims[-1], out), nn.LayerNorm(out))
 
     def forward(self, m: int) -> torch.Tensor:
         return self.g(self.vectors[m])  # (d,)
@@ -207,12 +227,14 @@ class CBMFHead(ContrastiveHead):
     """The CBMF alignment head; the fusion comes from the registered name (`cbmf-<fusion>`)."""
 
     Cfg = CBMFCfg
+    revision = 1  # 1: projection without residual, the concat fusion's own 3 -> 10 context (the authors' code)
 
     def __init__(self, spec: HeadSpec) -> None:
         super().__init__(spec)  # projections g_m and the contrastive loss
         cfg = self.cfg
-        self.context = ContextEncoder(cfg, len(spec.in_dims))
-        self.fusion = FUSIONS.get(spec.name.removeprefix("cbmf-"))(cfg.dim)
+        fusion = FUSIONS.get(spec.name.removeprefix("cbmf-"))
+        self.context = ContextEncoder(cfg, len(spec.in_dims), *fusion.context_layers(cfg))
+        self.fusion = fusion(cfg)
         self.dfe = DeepFusionEncoder(cfg)
 
     @classmethod
