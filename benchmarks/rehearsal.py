@@ -2,7 +2,7 @@
 
 Writes stand-in data in each dataset's published layout (embedcache.datasets.stand_in_data, `--scale` times the
 real counts) and random-weight stand-ins of every backbone (embedcache.backbones.stand_ins) under its own
-directory (never the user's data/), then runs each of the 12 paper pipelines through the real code (extract,
+directory (never the user's data/), then runs each paper pipeline through the real code (extract,
 mine, train with a cap on minibatches, evaluate, table), one child process per pipeline. Prints per pipeline
 the wall time, the peak RSS of the process tree, the disk its new stores take and the `--plan` estimate beside
 it (checked within 10%), and ends with one JSON line. Exit status 1 when a pipeline fails or a check misses.
@@ -22,13 +22,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-PIPELINES = ("cbmf-qqp", "cbmf-mrpc", "cbmf-stsb", "cbmf-cifar10", "cbmf-cifar100", "cbmf-tinyimagenet",
-             "cbmf-flickr8k", "coco-table2", "coco-bge", "clfa-mmsd", "clfa-mvsa", "late-fusion-mvsa")
 PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
 RSS_LIMIT = 8 << 30  # the issue's goal: no pipeline above 8 GiB
 SIZE_TOLERANCE = 0.10  # the plan's store size estimate against the bytes on disk ...
 SIZE_SLACK = 16 << 10  # ... or this many bytes: a store of a few rows is mostly HDF5's fixed overhead
 PROBE_EPOCHS = {"linear-probe": 2, "finetune": 1}  # evaluations that train: epochs in the rehearsal
+
+
+def paper_pipelines() -> list[str]:
+    """Every paper pipeline of pipelines/ (the demo twins run on the offline data already)."""
+    from embedcache.tables.runner import select_pipelines
+
+    return [Path(p).stem for p in select_pipelines(demo=False, directory=PIPELINES_DIR)]
 
 
 def rehearsal_spec(name: str) -> Any:
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="times the papers' real row counts (default 1.0)")
     ap.add_argument("--dir", type=Path, default=None, help="working directory (default: a temp dir per scale)")
     ap.add_argument("--steps", type=int, default=5, help="minibatches per training epoch and validation pass")
-    ap.add_argument("--pipelines", nargs="*", default=list(PIPELINES))
+    ap.add_argument("--pipelines", nargs="*", default=None, help="default: every paper pipeline (not the demos)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     root = args.dir or Path(tempfile.gettempdir()) / f"embedcache-rehearsal-{args.scale:g}"
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = json.loads((root / "weights.json").read_text())
         return child(args.child, root, {k: Path(v) for k, v in weights.items()}, args.steps)
     t0 = time.perf_counter()
+    args.pipelines = args.pipelines or paper_pipelines()
     weights = prepare(root, args.scale, list(args.pipelines))
     (root / "weights.json").write_text(json.dumps({k: str(v) for k, v in weights.items()}))
     prep = time.perf_counter() - t0

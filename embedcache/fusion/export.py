@@ -31,11 +31,11 @@ def encode_view(head: Head, m: int, view: View, *, batch_size: int = 1024,
     device = device or next(head.parameters()).device
     view.to(device)
     head.eval()
-    out = []
+    out = torch.zeros(len(view), head.out_dim)  # (N, out_dim), filled by row: batches come sorted by length
     with torch.no_grad():
-        for rows in view.in_order(batch_size):  # block by block when the view's tokens are streamed
-            out.append(head.encode(m, *view.gather(rows)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, head.out_dim)
+        for rows in view.in_order(batch_size, by_length=True):  # block by block when the tokens are streamed
+            out[rows.cpu()] = head.encode(m, *view.gather(rows)).float().cpu()
+    return out
 
 
 def match_input(run: Run, attrs: dict[str, Any], dim: int) -> int:
