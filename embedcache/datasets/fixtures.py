@@ -30,7 +30,7 @@ WORDS = {
 
 def sentence(rng: np.random.Generator, theme: Sequence[str] | None = None) -> str:
     """A varied English-like caption: `theme` (subject, object, place) fixes the nouns, the rest varies."""
-    pick = lambda key: str(rng.choice(WORDS[key]))  # noqa: E731
+    pick = lambda key: WORDS[key][int(rng.integers(len(WORDS[key])))]  # noqa: E731  (rng.choice: 10x slower)
     subject, obj, place = theme or (pick("subject"), pick("object"), pick("place"))
     forms = (f"A {pick('adj')} {subject} {pick('verb').replace('-', ' ')} a {obj} in the {place}.",
              f"{subject.capitalize()} with a {pick('adj')} {obj} near a {pick('adj')} {place}",
@@ -44,7 +44,7 @@ def sentence(rng: np.random.Generator, theme: Sequence[str] | None = None) -> st
 
 def theme(rng: np.random.Generator) -> tuple[str, str, str]:
     """The nouns one image's captions share (so captions of one image are alike, as COCO's are)."""
-    return tuple(str(rng.choice(WORDS[k])) for k in ("subject", "object", "place"))  # type: ignore[return-value]
+    return tuple(WORDS[k][int(rng.integers(len(WORDS[k])))] for k in ("subject", "object", "place"))  # type: ignore[return-value]
 
 
 def image_array(rng: np.random.Generator, size: int) -> np.ndarray:
