@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from embedcache.fusion.heads import HeadSpec, create_head
+from embedcache.fusion.pairings import join
 from embedcache.fusion.train import TrainCfg, fit
-from embedcache.fusion.views import join, load_view
+from embedcache.fusion.views import load_view
 from embedcache.store import ShardData, StoreWriter
 
 IMAGE_DIM, TEXT_DIM, IMAGE_TOKENS, BATCH, SHARD = 1280, 384, 49, 64, 500

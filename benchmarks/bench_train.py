@@ -49,8 +49,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from embedcache.fusion.heads import Batch, HeadSpec, create_head
+from embedcache.fusion.pairings import join
 from embedcache.fusion.train import TrainCfg, fit
-from embedcache.fusion.views import PairData, View, join, view_from_arrays
+from embedcache.fusion.views import PairData, View, view_from_arrays
 
 IMAGE_DIM, TEXT_DIM, BATCH = 1280, 384, 64
 # The two settings of section 2: head input dims, image tokens, ragged text token range [lo, hi].

@@ -81,6 +81,7 @@ def prepare(root: Path, scale: float, names: list[str]) -> dict[str, Path]:
 def child(name: str, root: Path, weights: dict[str, Path], steps: int) -> int:
     """One pipeline in this process: plan (estimates written to plan.json), run, and its status as exit code."""
     from embedcache.fusion.train import step_cap
+    from embedcache.paths import Paths
     from embedcache.tables.plan import format_plan, plan_pipeline
     from embedcache.tables.runner import run_pipeline
 
@@ -91,7 +92,7 @@ def child(name: str, root: Path, weights: dict[str, Path], steps: int) -> int:
     estimates = {str(s.path): s.est_bytes for s in plan.stores if s.done_bytes is None}
     (root / f"plan-{name}.json").write_text(json.dumps(estimates))
     with step_cap(steps):
-        result = run_pipeline(spec, data_dir=data, results_dir=results, seeds=(0,), weights=weights, stand_ins=True)
+        result = run_pipeline(spec, Paths.resolve(data, results), seeds=(0,), weights=weights, stand_ins=True)
     print(result.summary(), file=sys.stderr, flush=True)
     return 0 if result.ok else 1
 

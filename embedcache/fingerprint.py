@@ -40,6 +40,8 @@ def diff_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     lines = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if canonical_json(a) != canonical_json(b):
+        if isinstance(a, dict) and isinstance(b, dict) and a and b:  # e.g. dataset_files: name the changed file
+            lines += [f"{key}[{name}]:{rest}" for name, _, rest in (ln.partition(":") for ln in diff_keys(a, b))]
+        elif canonical_json(a) != canonical_json(b):
             lines.append(f"{key}: {canonical_json(a)[:80]} -> {canonical_json(b)[:80]}")
     return lines

@@ -11,10 +11,12 @@ import pkgutil
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
+from embedcache.errors import UserError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """Raised for a name that is not registered; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain

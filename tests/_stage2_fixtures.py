@@ -122,3 +122,11 @@ def _graded_pairs(sem: np.ndarray, ids: list[str], parent: np.ndarray, rng: np.r
     unit = sem / np.linalg.norm(sem, axis=1, keepdims=True)
     score = np.round(5 * np.clip((unit[a] * unit[b]).sum(1), 0, 1), 1)
     return [ids[i] for i in a], [ids[i] for i in b], score.astype(np.float64)
+
+
+def fit_one(head: str, **settings):
+    """One run of `head` through the one trainer path (`fit_flat`: each setting goes to DataSpec, TrainCfg,
+    RunOptions or the head's options by name): the tests' shorthand for a single-run trainer."""
+    from embedcache.fusion.trainers import fit_flat
+
+    return fit_flat(head, settings)[""]

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _stage2_fixtures import fit_one
 from test_heads_mlp import make_task_stores
 
-from embedcache.fusion.classify import load_labelled, train_classifier, write_head_stores
+from embedcache.fusion.classify import load_labelled, write_head_stores
 from embedcache.fusion.heads.base import HeadSpec, create_head, masked_mean
 from embedcache.fusion.heads.clfa import CLFAHead
 from embedcache.paths import store_path
@@ -130,7 +131,7 @@ def _alignment_gap(head: CLFAHead, root: Path) -> float:
 
 
 def test_clfa_learns_the_task_and_aligns_to_the_teacher(task_dir: Path, tmp_path: Path) -> None:
-    run = train_classifier("clfa", dataset="task", backbones=INPUTS, data_dir=task_dir, runs_root=tmp_path,
+    run = fit_one("clfa", dataset="task", backbones=INPUTS, data_dir=task_dir, runs_root=tmp_path,
                            options=SMALL, **FAST)
     assert run.metrics["test"]["acc"] >= 0.9, run.metrics["test"]
     assert run.record["inputs"][0]["tokens"] and not run.record["inputs"][2]["tokens"]
@@ -139,17 +140,16 @@ def test_clfa_learns_the_task_and_aligns_to_the_teacher(task_dir: Path, tmp_path
 
 
 def test_cross_attention_baseline_learns(task_dir: Path, tmp_path: Path) -> None:
-    run = train_classifier("cross-attention", dataset="task", backbones=("text", "image"), data_dir=task_dir,
+    run = fit_one("cross-attention", dataset="task", backbones=("text", "image"), data_dir=task_dir,
                            runs_root=tmp_path, options={**SMALL, "dim": 16}, **FAST)
     assert run.metrics["test"]["acc"] >= 0.9, run.metrics["test"]
 
 
 def test_cbmf_outputs_as_teacher_stores_feed_clfa(tmp_path: Path) -> None:
     """The offline path: train a CBMF head, write its two outputs as stores, train CLFA against them."""
-    from embedcache.fusion.train import train
 
     make_task_stores(tmp_path, "single", tokens=False, sizes={"train": 120, "val": 40, "test": 40})
-    cbmf = train("cbmf-add", dataset="task", backbones=("image", "text"), pairing="links", data_dir=tmp_path,
+    cbmf = fit_one("cbmf-add", dataset="task", backbones=("image", "text"), pairing="links", data_dir=tmp_path,
                  epochs=2, progress=False, runs_root=tmp_path / "runs", options={"dim": 16, "ff_dim": 32})
     paths = write_head_stores(cbmf, names=("cbmf-image", "cbmf-text"), data_dir=tmp_path)
     assert [p.name for p in paths] == ["cbmf-image.h5", "cbmf-text.h5"]
@@ -164,6 +164,6 @@ def test_cbmf_outputs_as_teacher_stores_feed_clfa(tmp_path: Path) -> None:
             want = head.encode(m, src.pooled.unsqueeze(1))
         torch.testing.assert_close(out.pooled, want, atol=1e-5, rtol=1e-5)
     assert list(teacher.links) == list(load_labelled([store_path("task", "text", tmp_path)], "val").views[0].links)
-    run = train_classifier("clfa", dataset="task", backbones=("text", "image", "cbmf-text", "cbmf-image"),
+    run = fit_one("clfa", dataset="task", backbones=("text", "image", "cbmf-text", "cbmf-image"),
                            data_dir=tmp_path, runs_root=tmp_path / "runs", options=SMALL, **{**FAST, "epochs": 3})
     assert np.isfinite(run.metrics["train"]["best_val_loss"]) and run.metrics["test"]["acc"] > 0

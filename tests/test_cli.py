@@ -12,7 +12,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def _restore_data_dir_env(tmp_path, monkeypatch):
-    """--data-dir sets $EMBEDCACHE_DATA_DIR for the command's process; here that process is the test run."""
+    """Every command's default data dir ($EMBEDCACHE_DATA_DIR) inside the test's tmp dir; --data-dir overrides it."""
     monkeypatch.setenv("EMBEDCACHE_DATA_DIR", str(tmp_path))
 
 

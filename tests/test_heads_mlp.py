@@ -1,4 +1,4 @@
-"""MLP / PCA / attention classifier heads and train_classifier, on small real stores written here.
+"""MLP / PCA / attention classifier heads and their trainer (fit_classifier), on small real stores written here.
 
 `make_task_stores` (also used by test_clfa.py and test_late_fusion.py) writes an image store and a caption
 store with learnable structure that needs both modalities:
@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from embedcache.fusion.classify import load_labelled, pca_sweep, predict_proba, train_classifier
+from embedcache.fusion.classify import fit_classifier, load_labelled, pca_sweep, predict_proba
 from embedcache.fusion.heads import HEADS
 from embedcache.fusion.heads.base import HeadSpec, create_head
 from embedcache.fusion.heads.mlp import AttentionMLPHead, ClassifierHead, classifier_names, fit_pca, npairs_loss
+from embedcache.fusion.jobs import job_from
 from embedcache.paths import store_path
 from embedcache.store import ShardData, StoreWriter
 
@@ -136,8 +137,8 @@ def multi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(head: str, root: Path, backbones: tuple[str, ...], tmp: Path, **kw):
-    return train_classifier(head, dataset="task", backbones=backbones, data_dir=root, runs_root=tmp / "runs",
-                            **{**FAST, **kw})
+    settings = {"dataset": "task", "backbones": backbones, "data_dir": root, "runs_root": tmp / "runs", **FAST, **kw}
+    return fit_classifier(job_from(head, settings))[""]
 
 
 # ---------------------------------------------------------------- every head: shapes and gradients
@@ -327,8 +328,9 @@ def test_fused_pca_reduces_the_concatenation(single_dir: Path) -> None:
 
 
 def test_pca_sweep_trains_one_run_per_feasible_size(single_dir: Path, tmp_path: Path) -> None:
-    runs = pca_sweep((2, 5, 17), dataset="task", backbones=("image", "text"), data_dir=single_dir,
-                     runs_root=tmp_path, **{**FAST, "epochs": 2})
+    job = job_from("pca-concat", {"dataset": "task", "backbones": ("image", "text"), "data_dir": single_dir,
+                                  "runs_root": tmp_path, **{**FAST, "epochs": 2}})
+    runs = pca_sweep(job, (2, 5, 17))
     assert [dict(r.record["head"]["options"])["pca_dims"] for r in runs] == [2, 5]  # 17 > the text store's 16
     assert runs[1].load_head().pca_axes_1.shape == (16, 5)
 
@@ -388,7 +390,8 @@ def test_concat_on_real_shapes_stores_if_extracted(tmp_path: Path) -> None:
     root = Path(os.environ.get("EMBEDCACHE_DATA_DIR") or "data")
     if not all(store_path("shapes", b, root).exists() for b in ("effnet-lite0", "minilm")):
         pytest.skip("no extracted shapes stores (run `make demo`)")
-    run = train_classifier("mlp-concat", data_dir=root, runs_root=tmp_path, progress=False, epochs=30)
+    run = fit_classifier(job_from("mlp-concat", {"data_dir": root, "runs_root": tmp_path, "progress": False,
+                                                 "epochs": 30}))[""]
     assert run.metrics["test"]["acc"] > 0.5
     shutil.rmtree(tmp_path, ignore_errors=True)
 

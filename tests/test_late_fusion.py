@@ -19,10 +19,10 @@ from embedcache.fusion.late_fusion import (
     detection_rates,
     fit_fusion,
     fuse,
-    late_fusion,
     min_loss_weights,
     score_at_best_epoch,
 )
+from embedcache.fusion.trainers import fit_flat
 from embedcache.paths import store_path
 from embedcache.store import ShardData, StoreWriter, open_store
 
@@ -131,7 +131,8 @@ def _with_test_labels(path: Path, labels_fn) -> None:
 
 
 def _late(root: Path, runs: Path) -> dict:
-    return late_fusion(dataset="task", backbones=("text", "image"), data_dir=root, runs_root=runs, **FAST)
+    return fit_flat("late-fusion", {"dataset": "task", "backbones": ("text", "image"), "data_dir": root,
+                                    "runs_root": runs, **FAST})
 
 
 def test_late_fusion_runs_fit_on_validation_and_help(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from _stage2_fixtures import make_toy_stores
 
+from embedcache.paths import Paths
 from embedcache.tables.reference import pipelines_dir, read_toml
 from embedcache.tables.runner import (
     ColumnSpec,
@@ -110,8 +111,9 @@ def test_missing_weights_and_stores_name_their_fix() -> None:
     assert weights.what.startswith("weights for backbone 'bert' (bert-base-uncased @ ")
     assert weights.fix.startswith("hf download bert-base-uncased --revision ")
     stores = Missing.from_error(StoresMissingError(
-        "`embedcache train h` needs the stores x, y; make them with:\n  embedcache extract d --model a\n"
-        "  embedcache extract d --model b"))
+        "h", {Path("x"): "embedcache extract d --model a", Path("y"): "embedcache extract d --model b"}))
+    assert stores.what.startswith("`embedcache train h` needs the stores x, y")
+    assert "\n  embedcache extract d --model b" in stores.detail
     assert stores.fix == "embedcache extract d --model a; embedcache extract d --model b"
 
 
@@ -125,7 +127,7 @@ def test_extract_command_spells_the_store() -> None:
 
 
 def _run(spec: PipelineSpec, tmp_path: Path, **kw):
-    return run_pipeline(spec, data_dir=tmp_path / "data", results_dir=tmp_path / "results", device="cpu", **kw)
+    return run_pipeline(spec, Paths(tmp_path / "data", tmp_path / "results"), device="cpu", **kw)
 
 
 def test_rerun_redoes_only_what_changed(tmp_path: Path) -> None:
@@ -185,7 +187,7 @@ def test_run_all_finishes_the_others_and_lists_what_did_not_run(tmp_path: Path) 
     for spec in (good, bad):
         (folder / f"{spec.name}.toml").write_text(dump_pipeline(spec))
     (folder / "broken.toml").write_text("[pipeline]\nname = 'broken'\ntitle = 'x'\nseeds = []\n")
-    out = run_all(directory=folder, data_dir=tmp_path / "data", results_dir=tmp_path / "results", device="cpu")
+    out = run_all(directory=folder, paths=Paths(tmp_path / "data", tmp_path / "results"), device="cpu")
     assert [r.name for r in out.results] == ["bad", "broken", "good"]
     assert [r.status for r in out.results] == ["not run", "failed", "complete"]
     assert out.exit_code == 1

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _stage2_fixtures import make_toy_stores
+from _stage2_fixtures import fit_one, make_toy_stores
 
 from embedcache.fusion.export import embed, encode_view
 from embedcache.fusion.heads import HeadSpec, create_head
+from embedcache.fusion.pairings import join
 from embedcache.fusion.tasks import evaluate_run
-from embedcache.fusion.train import StoresMissingError, TrainCfg, fit, train
-from embedcache.fusion.views import join, load_view, view_from_arrays
+from embedcache.fusion.train import StoresMissingError, TrainCfg, fit
+from embedcache.fusion.views import load_view, view_from_arrays
 from embedcache.store import open_store
 
 SMALL = {"dim": 64, "ff_dim": 256}
@@ -31,13 +32,13 @@ def toy(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def run(toy):
-    return train("cbmf-add", dataset="toy", backbones=("image", "text-a"), data_dir=toy.data_dir, epochs=8,
+    return fit_one("cbmf-add", dataset="toy", backbones=("image", "text-a"), data_dir=toy.data_dir, epochs=8,
                  options=SMALL, progress=False, runs_root=toy.data_dir / "runs")
 
 
 def test_missing_stores_name_the_extract_commands(tmp_path: Path) -> None:
     with pytest.raises(StoresMissingError) as err:
-        train("cbmf-add", data_dir=tmp_path, progress=False)
+        fit_one("cbmf-add", data_dir=tmp_path, progress=False)
     message = str(err.value)
     assert f"embedcache extract shapes --model effnet-lite0 --data-dir {tmp_path}" in message
     assert "embedcache extract shapes --model minilm" in message
@@ -63,14 +64,14 @@ def test_the_authors_fig4_protocol_queries_every_caption_over_one_image_row_per_
 def test_text_text_mines_with_minilm_by_default_not_the_first_input(toy) -> None:
     # The paper mines with all-MiniLM-L6-v2 whatever the aligned backbones are; toy has no minilm store.
     with pytest.raises(StoresMissingError, match="embedcache extract toy --model minilm"):
-        train("cbmf-additive", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir, epochs=1,
-              options=SMALL, progress=False, runs_root=toy.data_dir / "runs")
+        fit_one("cbmf-additive", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir, epochs=1,
+                options=SMALL, progress=False, runs_root=toy.data_dir / "runs")
 
 
 def test_text_text_cbmf_additive_beats_the_raw_stores(toy) -> None:
     # Text-text: captions of the same image with miner cosine >= threshold, both orders, plus self pairs.
-    run = train("cbmf-additive", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir, epochs=8,
-                threshold=0.7, miner="text-a", options=SMALL, progress=False, runs_root=toy.data_dir / "runs")
+    run = fit_one("cbmf-additive", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir, epochs=8,
+                  threshold=0.7, miner="text-a", options=SMALL, progress=False, runs_root=toy.data_dir / "runs")
     info = run.record["pairs"]["train"]
     assert info["pairing"] == "mined" and info["scope"] == "image" and info["miner"].endswith("text-a.h5")
     assert info["mined_pairs"] > 20 and info["rows"] > 2 * info["mined_pairs"]  # both orders + (c, c)
@@ -94,11 +95,11 @@ def test_run_record_names_everything_it_used(run, toy) -> None:
 def test_same_inputs_same_run_and_seeds_reproduce(run, toy) -> None:
     kwargs = dict(dataset="toy", backbones=("image", "text-a"), data_dir=toy.data_dir, epochs=8, options=SMALL,
                   progress=False, runs_root=toy.data_dir / "runs")
-    again = train("cbmf-add", **kwargs)
+    again = fit_one("cbmf-add", **kwargs)
     assert again.id == run.id and again.record["created"] == run.record["created"]  # found, not retrained
-    retrained = train("cbmf-add", force=True, **kwargs)
+    retrained = fit_one("cbmf-add", force=True, **kwargs)
     assert [h["val_loss"] for h in retrained.record["history"]] == [h["val_loss"] for h in run.record["history"]]
-    other = train("cbmf-add", **{**kwargs, "epochs": 2}, seed=1)
+    other = fit_one("cbmf-add", **{**kwargs, "epochs": 2}, seed=1)
     assert other.id != run.id
     assert other.record["history"][0]["train_loss"] != run.record["history"][0]["train_loss"]
 
@@ -138,7 +139,7 @@ def test_plateau_schedule_lowers_the_learning_rate() -> None:
 
 def test_val_split_missing_holds_out_whole_images(tmp_path: Path) -> None:
     toy = make_toy_stores(tmp_path, sizes={"train": 80, "test": 20})
-    run = train("convirt-frozen", dataset="toy", backbones=("image", "text-a"), data_dir=tmp_path, epochs=1,
+    run = fit_one("convirt-frozen", dataset="toy", backbones=("image", "text-a"), data_dir=tmp_path, epochs=1,
                 progress=False, runs_root=tmp_path / "runs")
     val = run.record["pairs"]["val"]
     assert val["held_out_from"] == "train" and 0 < val["rows"] < 240 and val["rows"] % 3 == 0
@@ -156,7 +157,7 @@ def test_val_split_missing_holds_out_whole_images(tmp_path: Path) -> None:
 
 def test_token_inputs_and_soft_targets_train(tmp_path: Path) -> None:
     make_toy_stores(tmp_path, sizes={"train": 40, "val": 20}, tokens=True)
-    run = train("cbmf-dot", dataset="toy", backbones=("image", "text-a"), data_dir=tmp_path, epochs=1, tokens=True,
+    run = fit_one("cbmf-dot", dataset="toy", backbones=("image", "text-a"), data_dir=tmp_path, epochs=1, tokens=True,
                 targets="soft", options=SMALL, batch_size=16, progress=False, runs_root=tmp_path / "runs")
     assert [i["tokens"] for i in run.inputs] == [True, True]
     assert run.record["head_cfg"]["targets"] == "soft" and np.isfinite(run.record["history"][0]["val_loss"])
@@ -166,8 +167,8 @@ def test_tokens_larger_than_the_ram_budget_are_streamed_through_training(tmp_pat
     make_toy_stores(tmp_path, sizes={"train": 120, "val": 30, "test": 30}, tokens=True)
     common = dict(dataset="toy", backbones=("image", "text-a"), data_dir=tmp_path, epochs=8, tokens=True,
                   options=SMALL, batch_size=16, progress=False, runs_root=tmp_path / "runs")
-    streamed = train("cbmf-add", ram_budget=8_000, **common)  # 46 KB of image tokens, 90 KB of caption tokens
-    whole = train("cbmf-add", **common)
+    streamed = fit_one("cbmf-add", ram_budget=8_000, **common)  # 46 KB of image tokens, 90 KB of caption tokens
+    whole = fit_one("cbmf-add", **common)
     assert all(i["streamed_window_bytes"] == 4_000 for i in streamed.inputs)
     assert not any(i["streamed_window_bytes"] for i in whole.inputs) and streamed.id != whole.id
     for run in (streamed, whole):  # streamed evaluation too: the test split is read block by block
@@ -207,7 +208,7 @@ def test_classification_tasks_run_and_are_recorded(run, toy) -> None:
 
 
 def test_pair_classification_chooses_its_threshold_off_test(run, toy) -> None:
-    text_run = train("convirt-frozen", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir,
+    text_run = fit_one("convirt-frozen", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir,
                      pairing="ids", epochs=2, progress=False, runs_root=toy.data_dir / "runs")
     m = evaluate_run(text_run, "pair-classification", data_dir=toy.data_dir, label_threshold=3.0,
                      threshold_split="val")
@@ -235,7 +236,7 @@ def test_cbmf_add_on_real_shapes_stores(tmp_path: Path) -> None:
     if not all(p.exists() for p in needed):
         pytest.skip(f"no shapes stores at {needed}: run `embedcache extract shapes --model effnet-lite0` and "
                     "`embedcache extract shapes --model minilm` (make demo) first")
-    run = train("cbmf-add", epochs=5, progress=False, runs_root=tmp_path)
+    run = fit_one("cbmf-add", epochs=5, progress=False, runs_root=tmp_path)
     m = evaluate_run(run, "retrieval", hit_ks=(100,))
     images = run.record["evals"]["retrieval"]["images"]
     assert m["text_to_image_R@1"] > 10 / images  # ten times chance

@@ -10,7 +10,8 @@ import torch
 from _stage2_fixtures import SplitArrays, make_toy_stores, write_store
 
 from embedcache.fusion import views
-from embedcache.fusion.views import PairingError, concat_views, join, load_view, view_from_arrays
+from embedcache.fusion.pairings import PairingError, join
+from embedcache.fusion.views import concat_views, load_view, view_from_arrays
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from embedcache.backbones.base import ADAPTERS, PREFIXES, BackboneSpec, Encoder,
 from embedcache.backbones.common import WeightsNotFoundError
 from embedcache.backbones.offline import OfflineWeightsError
 from embedcache.backbones.specs import SPECS
+from embedcache.errors import BadInputError
 from embedcache.registry import Registry, UnknownNameError, import_modules
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -68,7 +69,7 @@ def create_encoder(
     """
     base, inline = split_weights(name)
     if weights is not None and inline is not None:
-        raise ValueError(f"weights given twice: {name!r} names {inline!r} and weights={weights!r}; pass one")
+        raise BadInputError(f"weights given twice: {name!r} names {inline!r} and weights={weights!r}; pass one")
     return create_encoder_from_spec(
         resolve_spec(base), pooling=pooling, weights=weights or inline, device=device, max_length=max_length
     )

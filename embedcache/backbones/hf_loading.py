@@ -28,6 +28,7 @@ from embedcache.backbones.common import (
     provenance,
 )
 from embedcache.backbones.offline import sha256_file
+from embedcache.errors import NotFoundError
 
 TOKENIZER_NAMES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
@@ -40,7 +41,7 @@ def location(spec: BackboneSpec, source: WeightsSource) -> tuple[str, dict[str, 
     if source.kind == "hub":
         return spec.model_id, hub_kwargs(spec)
     if not (source.path / "config.json").is_file():
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"backbone {spec.name!r}: expected a Hugging Face model folder with config.json at {source.path}; "
             f"save one with `model.save_pretrained(DIR); tokenizer.save_pretrained(DIR)` and pass `--weights DIR`"
         )

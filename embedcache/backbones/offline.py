@@ -27,10 +27,11 @@ from pathlib import Path
 
 import torch
 
+from embedcache.errors import UserError
 from embedcache.registry import Registry
 
 
-class OfflineWeightsError(RuntimeError):
+class OfflineWeightsError(UserError, RuntimeError):
     """Shipped weights exist but are not what we expect (sha256 or tensor shapes differ)."""
 
 
@@ -176,7 +177,7 @@ def verify(path: Path, expected: str, fix: str) -> Path:
     if got != expected:
         raise OfflineWeightsError(
             f"sha256 of {path} is {got}, expected {expected}: the file is corrupt or not the release "
-            f"embedcache was checked against. Fix: {fix}"
+            f"embedcache was checked against. Fix: {fix}", fix=fix
         )
     return path
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from embedcache.errors import BadInputError
 from embedcache.registry import Registry
 
 # fn(hidden (B, T, D) fp32, pooler_output (B, D) or None, mask (B, T) bool) -> (B, D)
@@ -27,7 +28,7 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _pooler(hidden: torch.Tensor, pooler: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
     if pooler is None:
-        raise ValueError("pooling 'pooler' needs a model with a pooler layer; use cls or mean")
+        raise BadInputError("pooling 'pooler' needs a model with a pooler layer; use cls or mean")
     return pooler
 
 

@@ -35,6 +35,7 @@ from embedcache.backbones.common import (
     resolve_source,
 )
 from embedcache.backbones.offline import sha256_file
+from embedcache.errors import BadInputError, NotFoundError
 from embedcache.fingerprint import to_plain
 from embedcache.registry import Registry
 
@@ -138,15 +139,15 @@ def _from_dir(spec: BackboneSpec, source: WeightsSource) -> tuple[Any, Path]:
 
     config_file = source.path / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"backbone {spec.name!r}: expected a timm model folder with config.json at "
-                                f"{source.path} (write one with timm.models.save_for_hf)")
+        raise NotFoundError(f"backbone {spec.name!r}: expected a timm model folder with config.json at "
+                            f"{source.path} (write one with timm.models.save_for_hf)")
     config = json.loads(config_file.read_text())
     arch = config.get("architecture")
     if source.path != Path(spec.model_id).expanduser() and arch != architecture(spec):
-        raise ValueError(f"backbone {spec.name!r} is timm {architecture(spec)}, but {config_file} holds {arch!r}")
+        raise BadInputError(f"backbone {spec.name!r} is timm {architecture(spec)}, but {config_file} holds {arch!r}")
     file = next((source.path / n for n in WEIGHT_NAMES if (source.path / n).is_file()), None)
     if file is None:
-        raise FileNotFoundError(f"backbone {spec.name!r}: no {' or '.join(WEIGHT_NAMES)} in {source.path}")
+        raise NotFoundError(f"backbone {spec.name!r}: no {' or '.join(WEIGHT_NAMES)} in {source.path}")
     # what timm's own folder loader reads: architecture, its arguments, and the checkpoint's pretrained_cfg
     # (preprocessing); done by hand so that timm releases without the 'local-dir:' source work too
     pretrained_cfg = dict(config.get("pretrained_cfg") or {}, architecture=arch)

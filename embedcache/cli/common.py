@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -14,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from embedcache.paths import ENV_VAR
-from embedcache.paths import data_dir as resolve_data_dir
+from embedcache.errors import UserError
+from embedcache.paths import Paths
 
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 140)  # logs and pipes get whole table rows
@@ -26,10 +27,9 @@ DataDir = Annotated[
 
 
 def use_data_dir(path: Path | None) -> Path:
-    """--data-dir wins over $EMBEDCACHE_DATA_DIR for everything this command reads or writes."""
-    if path is not None:
-        os.environ[ENV_VAR] = str(path)
-    return resolve_data_dir(path)
+    """The data dir of this command: --data-dir, else $EMBEDCACHE_DATA_DIR, else ./data. It is passed down as a
+    value to everything the command reads or writes (raw data and stores alike); the environment is not touched."""
+    return Paths.resolve(path).data_dir
 
 
 def size(n: int) -> str:
@@ -42,23 +42,23 @@ def size(n: int) -> str:
 
 @contextmanager
 def user_errors():
-    """Errors a user can act on print as one red message and exit 1 (EMBEDCACHE_DEBUG=1 keeps the traceback)."""
+    """A UserError (embedcache.errors) prints as one red message plus its fix and exits 1; any other error is a
+    bug and keeps its traceback (so does a UserError under EMBEDCACHE_DEBUG=1)."""
     try:
         yield
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        if os.environ.get("EMBEDCACHE_DEBUG") or not _is_ours(exc):
+    except UserError as exc:
+        if os.environ.get("EMBEDCACHE_DEBUG"):
             raise
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        if exc.fix and not all(part in str(exc) for part in exc.fix.split("; ")):  # not said already
+            console.print(f"[bold]fix:[/] {escape(exc.fix)}")
         raise typer.Exit(1) from None
-
-
-def _is_ours(exc: BaseException) -> bool:
-    """Raised by embedcache's own code (whose messages say what to do), not deep inside a library."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    raised_in = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return raised_in.startswith("embedcache.")
+    except OSError as exc:  # a full disk, wherever it strikes: the writers leave no partial files behind
+        if os.environ.get("EMBEDCACHE_DEBUG") or exc.errno != errno.ENOSPC:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        console.print(f"[bold red]error:[/] the disk is full{escape(where)}; free space there and rerun the command")
+        raise typer.Exit(1) from None
 
 
 def progress() -> Progress:

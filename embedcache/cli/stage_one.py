@@ -16,7 +16,7 @@ from embedcache.cli.common import DataDir, out, parse_options, progress, size, u
 
 def register(app: typer.Typer) -> None:
     """Add the stage-one commands to `app`."""
-    for fn in (extract, download, ls, info, datasets, models):
+    for fn in (extract, download, ls, info, verify, datasets, models):
         app.command(fn.__name__)(fn)
 
 
@@ -46,7 +46,7 @@ def extract(
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter("--on-error must be 'fail' or 'skip'")
-    k, n = (int(x) for x in part.split("/"))
+    k, n = parse_part(part)
     bars = progress()
     with user_errors(), bars:
         path, reports = run_extract(
@@ -56,6 +56,15 @@ def extract(
             dtype=dtype, part=(k, n), shard_size=shard_size, progress=_bar_factory(bars),
         )
     _extract_summary(path, reports)
+
+
+def parse_part(part: str) -> tuple[int, int]:
+    """--part K/N as (k, n) with 0 <= k < n, else a usage error with an example."""
+    k, sep, n = part.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise typer.BadParameter(f"expects K/N with 0 <= K < N (process K of N, e.g. 0/4); found {part!r}",
+                                 param_hint="--part")
+    return int(k), int(n)
 
 
 def _bar_factory(bars: Progress):
@@ -135,6 +144,8 @@ def ls(data_dir: DataDir = None) -> None:
         table.add_column(col, overflow="fold")
     for s in stores:
         state = "complete" if s.complete and not s.shards_pending else f"in progress ({s.shards_pending} shards)"
+        if s.damaged:  # listed, not fatal: the healthy stores still show
+            state = f"[red]damaged[/]: {escape(s.damaged)}"
         table.add_row(
             f"{s.dataset}/{s.backbone}", " ".join(f"{k}:{v}" for k, v in s.splits.items()), str(s.dim or "-"),
             "yes" if s.tokens else "no", str(s.skipped), size(s.size_bytes), (s.fingerprint or "-")[:8], state,
@@ -147,14 +158,12 @@ def info(
     data_dir: DataDir = None,
 ) -> None:
     """A store's attributes and splits."""
-    from embedcache.paths import store_path
     from embedcache.store import open_store
 
-    path = Path(store)
-    if not path.suffix == ".h5" and "/" in store:
-        dataset, backbone = store.split("/", 1)
-        path = store_path(dataset, backbone, use_data_dir(data_dir))
-    with user_errors(), open_store(path) as st:
+    with user_errors():
+        path = _store_arg(store, data_dir)
+        st = open_store(path)
+    with user_errors(), st:
         table = Table(title=str(path), show_header=False)
         for key, value in sorted(st.attrs.items()):
             table.add_row(key, escape(json.dumps(value) if not isinstance(value, str) else value))
@@ -174,6 +183,44 @@ def info(
         for name in st.splits:
             for item_id, reason in st.split(name).skipped:
                 out.print(f"[yellow]skipped[/] {name}/{escape(item_id)}: {escape(reason)}")
+
+
+def _store_arg(store: str, data_dir: Path | None) -> Path:
+    """A store path, or DATASET/BACKBONE under the data dir."""
+    from embedcache.paths import store_path
+
+    path = Path(store)
+    if not path.suffix == ".h5" and "/" in store:
+        dataset, backbone = store.split("/", 1)
+        path = store_path(dataset, backbone, use_data_dir(data_dir))
+    return path
+
+
+def verify(
+    stores: Annotated[list[str] | None, typer.Argument(help="Store paths or DATASET/BACKBONE (default: all).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Check stores: structure, shapes, ids and token offsets, finite values, the fingerprint recomputed from the
+    attributes and the checksums recorded at write time. One line per problem; exit 1 if any store is damaged."""
+    from embedcache.store import list_stores, verify_store
+
+    with user_errors():
+        paths = [_store_arg(s, data_dir) for s in stores] if stores else [
+            s.path for s in list_stores(use_data_dir(data_dir))]
+    if not paths:
+        out.print(f"no stores under {use_data_dir(data_dir) / 'stores'}")
+    damaged = 0
+    for path in paths:
+        problems = verify_store(path)
+        damaged += bool(problems)
+        for problem in problems:
+            out.print(f"[red]damaged[/] {escape(str(path))}: {escape(problem)}", soft_wrap=True)
+        if not problems:
+            out.print(f"ok {escape(str(path))}", soft_wrap=True)
+    if damaged:
+        out.print(f"{damaged} of {len(paths)} store(s) damaged: rebuild each with "
+                  "`embedcache extract DATASET --model BACKBONE --force`")
+        raise typer.Exit(1)
 
 
 def datasets() -> None:

@@ -44,33 +44,16 @@ def train(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Stage two: train a head from the stores and write its run (one JSON + checkpoint under results/runs)."""
-    from embedcache.fusion.heads import HEADS
-    from embedcache.fusion.late_fusion import LATE_FUSIONS
+    from embedcache.fusion.trainers import DataSpec, RunOptions, TrainCfg, fit_run
 
-    common: dict[str, Any] = dict(
-        setting=setting, dataset=dataset, backbones=backbone or None, data_dir=use_data_dir(data_dir), seed=seed,
-        force=force,
-    )
-    fit: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device)
+    data = DataSpec(setting=setting, dataset=dataset, backbones=tuple(backbone or ()), tokens=tokens,
+                    ram_budget=_bytes(ram_budget))
+    run = RunOptions(data_dir=use_data_dir(data_dir), device=device, force=force)
+    options = {**parse_options(option), **({"targets": targets} if targets else {})}
     with user_errors():
-        if head in LATE_FUSIONS:
-            from embedcache.fusion.late_fusion import late_fusion
-
-            done = late_fusion([head], **common, **fit)
-            for run in done.values():
-                _print_run(run)
-            return
-        if getattr(HEADS.get(head), "task", "align") == "classify":
-            from embedcache.fusion.classify import train_classifier
-
-            run = train_classifier(head, **common, **fit, tokens=tokens, options=parse_options(option),
-                                   ram_budget=_bytes(ram_budget))
-        else:
-            from embedcache.fusion.train import train as run_train
-
-            run = run_train(head, **common, **fit, tokens=tokens, targets=targets, options=parse_options(option),
-                            ram_budget=_bytes(ram_budget))
-    _print_run(run)
+        done = fit_run(head, data, TrainCfg(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), run, options)
+    for result in done.values():
+        _print_run(result)
 
 
 def _print_run(run: Any) -> None:
@@ -187,16 +170,10 @@ def runs() -> None:
 
 
 def heads() -> None:
-    """The registered heads and late fusions, with their default training settings."""
-    from embedcache.fusion.heads import HEADS
-    from embedcache.fusion.late_fusion import LATE_FUSIONS
+    """Every name `embedcache train` accepts (heads, late fusions, floors), its trainer and default setting."""
+    from embedcache.fusion.trainers import trainable
 
     table = Table("name", "kind", "default setting", "description")
-    for name in HEADS.names():
-        cls = HEADS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        table.add_row(name, getattr(cls, "task", "align"), cls.setting_for(name), doc)
-    for name in LATE_FUSIONS.names():
-        doc = (LATE_FUSIONS.get(name).__doc__ or "").strip().splitlines()
-        table.add_row(name, "late fusion", "mvsa-single-late", doc[0] if doc else "")
+    for name, trainer in trainable():
+        table.add_row(name, trainer.name, trainer.default_setting(name) or "-", trainer.describe(name))
     out.print(table)

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from embedcache.cli.common import out, use_data_dir
+from embedcache.cli.common import out
+from embedcache.paths import Paths
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +38,7 @@ def run(
         show_plans(pipeline, demo, seeds, data_dir)
         return
 
-    result = run_all(pipeline or None, demo=demo, data_dir=use_data_dir(data_dir),
+    result = run_all(pipeline or None, demo=demo, paths=Paths.resolve(data_dir),
                      seeds=list(range(seeds)) if seeds else None, progress=True, device=device)
     out.print(result.summary(), highlight=False, markup=False)
     for r in result.results:
@@ -55,8 +56,9 @@ def show_plans(names: list[str] | None, demo: bool | None, seeds: int | None, da
     for name in select_pipelines(names or None, demo=demo):
         spec = load_pipeline(name)
         chosen = resolve_seeds(spec, seeds)
-        out.print(format_plan(plan_pipeline(spec, data_dir=use_data_dir(data_dir), seeds=chosen)), highlight=False,
-                  markup=False)
+        paths = Paths.resolve(data_dir)
+        plan = plan_pipeline(spec, data_dir=paths.data_dir, results_dir=paths.results_dir, seeds=chosen)
+        out.print(format_plan(plan), highlight=False, markup=False)
 
 
 def pipelines() -> None:

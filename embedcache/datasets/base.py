@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from embedcache.errors import UserError
+
 Modality = Literal["image", "text"]
 LabelKind = Literal["none", "single", "multi"]
 # Where an adapter's items come from: a published dataset read from its layout (with a download source or a
@@ -59,17 +61,18 @@ class Split:
         return self.images if modality == "image" else self.texts
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset's files are missing: says where we looked, the layout expected and how to get it."""
 
     def __init__(self, name: str, looked: list[Path | str], layout: str, fix: str) -> None:
         where = "\n".join(f"  - {p}" for p in looked)
         super().__init__(
-            f"dataset {name!r} not found. Looked in:\n{where}\nExpected layout:\n{layout.rstrip()}\nTo get it: {fix}"
+            f"dataset {name!r} not found. Looked in:\n{where}\nExpected layout:\n{layout.rstrip()}\nTo get it: {fix}",
+            fix=fix,
         )
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """A dataset's files exist but do not match the published layout (names the file and line)."""
 
 
@@ -85,11 +88,13 @@ class BadItemError(ValueError):
 class Dataset(ABC):
     """One dataset adapter. Subclasses set the class attributes and implement `splits`/`load_split`.
 
-    `root` is a local copy in the published layout (None: the adapter's default locations).
-    Options are plain keyword arguments; `options()` returns them for the fingerprint.
+    `root` is a local copy in the published layout (None: the adapter's default locations, first
+    `<data_dir>/raw/<name>`). Options are plain keyword arguments; `options()` returns them for the fingerprint.
+    `data_dir` (set by `create_dataset`; None: $EMBEDCACHE_DATA_DIR or ./data) is where, not what: it is no option.
     """
 
     name: str = ""
+    data_dir: Path | None = None
     version: str = "1"
     modalities: tuple[Modality, ...] = ("image", "text")
     label_kind: LabelKind = "none"
@@ -107,6 +112,12 @@ class Dataset(ABC):
     def classes(self) -> tuple[str, ...]:
         """Class names, in label-index order (empty when the dataset has no labels)."""
         return ()
+
+    def source_files(self) -> dict[str, list[Path]]:
+        """The raw files whose content decides the items (annotations, captions, labels, split lists), under a
+        label naming them. Their digests (`common.file_digests`) enter the store fingerprint, so a caption file
+        edited in place marks the store stale. Image files are left out (a changed image is not detected)."""
+        return {}
 
     @abstractmethod
     def splits(self) -> list[str]:

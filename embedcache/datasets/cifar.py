@@ -1,19 +1,22 @@
-"""CIFAR-10 and CIFAR-100, the python-pickle release, read with torchvision's CIFAR10/CIFAR100 classes.
+"""CIFAR-10 and CIFAR-100, the python-pickle release, read through a restricted unpickler (never pickle.load).
 
-Published layout (cifar-10-python.tar.gz / cifar-100-python.tar.gz from www.cs.toronto.edu/~kriz, as listed in
-torchvision/datasets/cifar.py)::
+Published layout (cifar-10-python.tar.gz / cifar-100-python.tar.gz from www.cs.toronto.edu/~kriz, file names and
+keys as listed in torchvision/datasets/cifar.py)::
 
     <root>/cifar-10-batches-py/data_batch_1 .. data_batch_5, test_batch, batches.meta (key label_names)
     <root>/cifar-100-python/train, test, meta (keys fine_label_names, coarse_label_names)
 
-torchvision also checks each file's md5 on every load; here `embedcache download` verifies the archive's md5
-once, so the per-file check is switched off (file names, pickle keys and the HWC decoding stay torchvision's).
-Images are uint8 (32, 32, 3) rows of one contiguous array; ids are the row index within the split.
+Each batch is a pickled dict: ``data`` (N, 3072) uint8 channel-major rows, ``labels`` (CIFAR-10) or
+``fine_labels``/``coarse_labels`` (CIFAR-100). The batches are unpickled by `safe_pickle.load_data_pickle`, which
+admits only dicts, lists, strings, numbers and numpy arrays: a batch whose pickle names any other callable is a
+DatasetFormatError and nothing in it runs (a plain pickle.load, as torchvision's reader does, would run it).
+`embedcache download` verifies the archive's md5 once. Images are uint8 (32, 32, 3) rows of one contiguous
+array (torchvision's HWC decoding); ids are the row index within the split.
 """
 
 from __future__ import annotations
 
-import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +26,29 @@ from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
 from embedcache.datasets.common import check_choice, find_root
 from embedcache.datasets.download import RemoteFile, Source, register_source
+from embedcache.datasets.safe_pickle import load_data_pickle
 
 
-def _unchecked(cls: type) -> type:
-    """A torchvision CIFAR class whose integrity check only asks that the files exist (md5 None)."""
-    return type(f"Unchecked{cls.__name__}", (cls,), {
-        "train_list": [[name, None] for name, _ in cls.train_list],
-        "test_list": [[name, None] for name, _ in cls.test_list],
-        "meta": {**cls.meta, "md5": None},
-    })
+@dataclass(frozen=True)
+class CifarFiles:
+    """One release's folder and file names (torchvision's train_list / test_list / meta)."""
+
+    folder: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    names_key: str  # the meta key of the class names
+
+
+CIFAR10 = CifarFiles("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+                     "batches.meta", "label_names")
+CIFAR100 = CifarFiles("cifar-100-python", ("train",), ("test",), "meta", "fine_label_names")
 
 
 class _CifarBase(Dataset):
     modalities = ("image",)
     label_kind = "single"
-    tv_name = ""  # torchvision class name
+    files = CIFAR10
 
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
         super().__init__(root, **options)
@@ -46,49 +57,63 @@ class _CifarBase(Dataset):
     def splits(self) -> list[str]:
         return ["train", "test"]
 
-    def _tv_class(self) -> type:
-        import torchvision.datasets as tvd  # imported here: only stage one needs it
+    def _folder(self) -> Path:
+        f = self.files
+        layout = f"<root>/{f.folder}/{', '.join(f.train + f.test + (f.meta,))}"
+        return find_root(self.name, self.root, [f"{f.folder}/{f.meta}"], layout,
+                         f"embedcache download {self.name}") / f.folder
 
-        return _unchecked(getattr(tvd, self.tv_name))
+    def source_files(self) -> dict[str, list[Path]]:
+        f = self.files  # the batches hold the labels: hashed whole (about 180 MB)
+        return {name: [self._folder() / name] for name in f.train + f.test + (f.meta,)}
 
-    def _root(self) -> Path:
-        cls = self._tv_class()
-        folder = cls.base_folder
-        files = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        layout = f"<root>/{folder}/{', '.join(files)}"
-        return find_root(self.name, self.root, [f"{folder}/{cls.meta['filename']}"], layout,
-                         f"embedcache download {self.name}")
+    def _read(self, name: str) -> dict[str, Any]:
+        """One pickled dict of the release, through the restricted unpickler."""
+        fix = f"expected the {name} file of the python-pickle release (embedcache download {self.name})"
+        data = load_data_pickle(self._folder() / name, fix)
+        if not isinstance(data, dict):
+            raise DatasetFormatError(f"{self._folder() / name}: expected a pickled dict, found "
+                                     f"{type(data).__name__}; {fix}")
+        return data
 
-    def _load(self, split: str) -> Any:
-        root, cls = self._root(), self._tv_class()
-        try:
-            return cls(str(root), train=split == "train", download=False)
-        except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-            files = [n for n, _ in (cls.train_list if split == "train" else cls.test_list)]
-            raise DatasetFormatError(f"{root / cls.base_folder}: {exc}; expected the files {', '.join(files)} "
-                                     f"of the python-pickle release (embedcache download {self.name})") from None
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as exc:
-            raise DatasetFormatError(f"{root / cls.base_folder}: not a CIFAR python pickle ({exc!r})") from None
+    def _batches(self, split: str) -> tuple[np.ndarray, list[int]]:
+        """(N, 32, 32, 3) uint8 images and their labels, the split's batches concatenated in file order."""
+        data, labels = [], []
+        for name in self.files.train if split == "train" else self.files.test:
+            entry = self._read(name)
+            try:
+                rows = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                data.append(rows)
+                labels += [int(x) for x in entry[self._label_key()]]
+            except (KeyError, ValueError, TypeError) as exc:
+                raise DatasetFormatError(f"{self._folder() / name}: not a CIFAR batch ({type(exc).__name__}: {exc});"
+                                         f" expected keys data (N, 3072) uint8 and {self._label_key()}") from None
+            if len(labels) != sum(len(d) for d in data):
+                raise DatasetFormatError(f"{self._folder() / name}: {len(rows)} images but a different number "
+                                         f"of {self._label_key()}")
+        return np.concatenate(data).transpose(0, 2, 3, 1), labels  # CHW -> HWC, as torchvision
 
-    def _labels(self, tv: Any, split: str) -> list[int]:
-        return list(tv.targets)
+    def _label_key(self) -> str:
+        return "labels"
 
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
-        tv = self._load(split)
-        self._classes = self._classes or self._class_names(tv)
-        data = np.ascontiguousarray(tv.data)  # (N, 32, 32, 3) uint8; items hold row views
-        labels = self._labels(tv, split)
-        images = [Item(id=str(i), image=data[i], label=int(labels[i])) for i in range(len(data))]
-        return Split(split, images)
+        images, labels = self._batches(split)
+        data = np.ascontiguousarray(images)  # (N, 32, 32, 3) uint8; items hold row views
+        return Split(split, [Item(id=str(i), image=data[i], label=labels[i]) for i in range(len(data))])
 
-    def _class_names(self, tv: Any) -> tuple[str, ...]:
-        return tuple(tv.classes)
+    def _names_key(self) -> str:
+        return self.files.names_key
 
     @property
     def classes(self) -> tuple[str, ...]:
         if self._classes is None:
-            self._classes = self._class_names(self._load("test"))
+            meta = self._read(self.files.meta)
+            names = meta.get(self._names_key())
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise DatasetFormatError(f"{self._folder() / self.files.meta}: expected a list of class names "
+                                         f"under {self._names_key()!r}")
+            self._classes = tuple(names)
         return self._classes
 
 
@@ -98,7 +123,7 @@ class Cifar10(_CifarBase):
 
     name = "cifar10"
     version = "1"
-    tv_name = "CIFAR10"
+    files = CIFAR10
 
     def __init__(self, root: str | Path | None = None) -> None:
         super().__init__(root)
@@ -110,26 +135,16 @@ class Cifar100(_CifarBase):
 
     name = "cifar100"
     version = "1"
-    tv_name = "CIFAR100"
+    files = CIFAR100
 
     def __init__(self, root: str | Path | None = None, *, labels: str = "fine") -> None:
         super().__init__(root, labels=check_choice("labels", labels, ("fine", "coarse")))
 
-    def _labels(self, tv: Any, split: str) -> list[int]:
-        if self._options["labels"] == "fine":
-            return list(tv.targets)  # torchvision reads fine_labels
-        name = tv.train_list[0][0] if split == "train" else tv.test_list[0][0]
-        return list(_unpickle(Path(tv.root) / tv.base_folder / name)["coarse_labels"])
+    def _label_key(self) -> str:
+        return f"{self._options['labels']}_labels"
 
-    def _class_names(self, tv: Any) -> tuple[str, ...]:
-        if self._options["labels"] == "fine":
-            return tuple(tv.classes)  # meta["fine_label_names"]
-        return tuple(_unpickle(Path(tv.root) / tv.base_folder / tv.meta["filename"])["coarse_label_names"])
-
-
-def _unpickle(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")  # the release was pickled by python 2
+    def _names_key(self) -> str:
+        return f"{self._options['labels']}_label_names"
 
 
 # md5s as listed in torchvision/datasets/cifar.py

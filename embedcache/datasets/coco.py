@@ -26,7 +26,7 @@ from typing import Any
 
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
-from embedcache.datasets.common import check_choice, find_root, require_file
+from embedcache.datasets.common import check_choice, contained_item, find_root, require_file
 from embedcache.datasets.download import RemoteFile, Source, register_source
 
 LAYOUT = """\
@@ -55,10 +55,16 @@ class Coco(Dataset):
         year = self._options["year"]
         fix = f"embedcache download {'coco' if year == 2014 else 'coco-2017'}"
         return find_root(self.name, self.root, [f"annotations/captions_train{year}.json"],
-                         LAYOUT.format(year=year), fix, nested=("coco",))
+                         LAYOUT.format(year=year), fix, nested=("coco",), data_dir=self.data_dir)
 
     def splits(self) -> list[str]:
         return ["train", "val"]
+
+    def source_files(self) -> dict[str, list[Path]]:
+        ann = self._root() / "annotations"
+        kinds = ("captions", "instances") if self._options["labels"] else ("captions",)
+        names = [f"{kind}_{split}{self._options['year']}.json" for kind in kinds for split in self.splits()]
+        return {name: [ann / name] for name in names}
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -86,9 +92,9 @@ class Coco(Dataset):
         captions = _load_json(path)
         images = _check_list(captions, "images", path)
         labels = self._labels(split) if self._options["labels"] else {}
-        image_items = [
-            Item(id=str(im["id"]), image=str(root / folder / im["file_name"]),
-                 label=labels.get(im["id"], ()) if self._options["labels"] else None)
+        image_items = [  # file_name must stay inside <root>/<split><year>/ (absolute names and '..' are refused)
+            contained_item(root / folder, str(im["file_name"]), Item(
+                id=str(im["id"]), label=labels.get(im["id"], ()) if self._options["labels"] else None))
             for im in sorted(images, key=lambda im: im["id"])
         ]
         texts = self._captions(captions, labels, path)

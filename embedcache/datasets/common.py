@@ -13,13 +13,15 @@ Error policy of every adapter in this package (stage one relies on it):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from embedcache.datasets.base import BadItemError, DatasetFormatError, DatasetNotFoundError, Item, Pair, Split
 from embedcache.datasets.images import decode_text
+from embedcache.errors import BadInputError
 from embedcache.paths import raw_dir
 
 
@@ -32,15 +34,17 @@ def find_root(
     *,
     nested: Sequence[str] = (),
     well_known: Sequence[str | Path] = (),
+    data_dir: str | Path | None = None,
 ) -> Path:
     """The first candidate folder that holds every `markers` path, else DatasetNotFoundError.
 
-    Candidates: the explicit `root` (and nothing else when one is given), else ``<data-dir>/raw/<name>``, else
+    Candidates: the explicit `root` (and nothing else when one is given), else ``<data_dir>/raw/<name>`` (data_dir
+    None: $EMBEDCACHE_DATA_DIR or ./data), else
     the dataset's `well_known` folders; each candidate is tried as is and with each of the `nested` folder names
     the published archive unpacks to (``tiny-imagenet-200``, ``MVSA_Single``, ...). A tuple marker is satisfied
     by any one of its paths (``train-images-idx3-ubyte`` or its ``.gz``).
     """
-    bases = [Path(root)] if root is not None else [raw_dir(name), *map(Path, well_known)]
+    bases = [Path(root)] if root is not None else [raw_dir(name, data_dir), *map(Path, well_known)]
     looked: list[Path] = []
     for base in bases:
         for sub in ("", *nested):
@@ -140,6 +144,54 @@ def pairs_split(split: str, rows: Iterable[Row], parse: Callable[[Row], ParsedPa
     return Split(split, texts=list(texts.values()), pairs=pairs)
 
 
+def contained(root: Path, name: str | Path, item_id: str) -> Path:
+    """``root / name`` if it stays under `root` once resolved (``..``, an absolute name and symlinks followed),
+    else BadItemError. A dataset's names (COCO's file_name, a split list's image names, a symlink in an image
+    folder) come from files anyone can edit: without this an absolute name or ``..`` reads any file on the
+    machine. The reason names the path only, never anything read from it."""
+    base, path = Path(root), Path(root) / name
+    try:
+        real, top = path.resolve(), base.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise BadItemError(item_id, f"path {str(name)!r} cannot be resolved ({type(exc).__name__})") from None
+    if real != top and top not in real.parents:
+        raise BadItemError(item_id, f"path {str(name)!r} resolves outside the dataset root {top}; refused "
+                                    "(an absolute name, '..' or a symlink leading out of the root)")
+    return path
+
+
+def contained_item(root: Path, name: str | Path, item: Item) -> Item:
+    """`item` with ``image`` set to the contained path ``root / name``, or with ``error`` set to why not."""
+    try:
+        return replace(item, image=str(contained(root, name, item.id)))
+    except BadItemError as exc:
+        return replace(item, image=None, error=item.error or exc.reason)
+
+
+HASH_LIMIT = 64 << 20  # files up to this size are hashed; larger ones (COCO's instances files) by size and mtime
+
+
+def file_digests(groups: dict[str, Sequence[Path]]) -> dict[str, str]:
+    """label -> a 16-hex digest of the group's files: the sha256 of each file's name and bytes (its size and
+    mtime when over HASH_LIMIT), in name order. Absent files are left out. It goes into the store fingerprint."""
+    out = {}
+    for label, files in sorted(groups.items()):
+        digest, seen = hashlib.sha256(), 0
+        for path in sorted(Path(p) for p in files):
+            if not path.is_file():
+                continue
+            seen += 1
+            digest.update(f"{path.parent.name}/{path.name}\0".encode())
+            size = path.stat().st_size
+            if size <= HASH_LIMIT:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            else:
+                digest.update(f"{size}:{path.stat().st_mtime_ns}".encode())
+        if seen:
+            out[label] = digest.hexdigest()[:16]
+    return out
+
+
 def require_file(path: Path, what: str, fix: str) -> Path:
     """`path` if it is a file, else DatasetFormatError (the dataset's folder exists but lacks this file)."""
     if not path.is_file():
@@ -151,7 +203,8 @@ def check_choice(option: str, value: Any, choices: Iterable[Any]) -> Any:
     """`value` if it is one of `choices`, else ValueError naming the option and the allowed values."""
     allowed = list(choices)
     if value not in allowed:
-        raise ValueError(f"option {option}={value!r} is not supported; expected one of {', '.join(map(repr, allowed))}")
+        raise BadInputError(f"option {option}={value!r} is not supported; expected one of "
+                            f"{', '.join(map(repr, allowed))}")
     return value
 
 

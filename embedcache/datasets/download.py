@@ -14,24 +14,28 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import lzma
 import os
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from embedcache import __version__
+from embedcache.errors import UserError
 from embedcache.registry import Registry
 
 ENV_BASE = "EMBEDCACHE_DOWNLOAD_BASE"
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed (network, HTTP status, incomplete file); the message says how to retry."""
 
 
@@ -194,20 +198,47 @@ def verify(remote: RemoteFile, path: Path, name: str) -> None:
 def extract(archive: Path, target: Path, strip_same_name: bool = False) -> Path:
     """Unpack a .zip / .tar(.gz) into `target`; __MACOSX entries are skipped. With `strip_same_name`, an archive
     whose members all sit in one folder named like `target` unpacks into target's parent (no target/target).
-    Each archive is opened once (a .tar.gz is only listed beforehand when `strip_same_name` needs its names)."""
+    Each archive is opened once (a .tar.gz is only listed beforehand when `strip_same_name` needs its names).
+    Members are unpacked into a hidden staging folder and moved into place only when the whole archive read
+    cleanly: a truncated or corrupt archive raises DownloadError and leaves nothing partial behind."""
     target.mkdir(parents=True, exist_ok=True)
+    stage = target / f".unpacking-{os.getpid()}"
+    try:
+        dest = _unpack(archive, stage, target, strip_same_name)
+        _move_into(stage, dest)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError) as exc:
+        opened = "could not be opened" not in str(exc)  # tarfile's "neither gz, bz2, xz nor tar" (several lines)
+        why = f"truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0]})" if opened else "not a zip " \
+            "or tar archive"
+        raise DownloadError(f"{archive}: {why}; nothing was unpacked. Delete the archive and rerun the download") \
+            from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return target
+
+
+def _unpack(archive: Path, stage: Path, target: Path, strip_same_name: bool) -> Path:
+    """Unpack into `stage`; return where its contents belong (target, or its parent: see `extract`)."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:  # extract() sanitises '..' and absolute names
             names = [n for n in zf.namelist() if not n.startswith("__MACOSX/")]
-            zf.extractall(_into(target, names, strip_same_name), members=names)
-        return target
-    try:
-        with tarfile.open(archive) as tf:
-            names = tf.getnames() if strip_same_name else []
-            tf.extractall(_into(target, names, strip_same_name), filter="data")  # refuses links, paths outside
-    except (tarfile.ReadError, tarfile.CompressionError) as exc:  # not FilterError: that one names the member
-        raise DownloadError(f"{archive}: not a zip or tar archive ({exc}); delete it and rerun the download") from None
-    return target
+            zf.extractall(stage, members=names)
+        return _into(target, names, strip_same_name)
+    with tarfile.open(archive) as tf:
+        names = tf.getnames() if strip_same_name else []
+        tf.extractall(stage, filter="data")  # refuses links and paths outside
+    return _into(target, names, strip_same_name)
+
+
+def _move_into(src: Path, dst: Path) -> None:
+    """Move the tree `src` into `dst`, merging with folders already there (renames: same file system)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        there = dst / entry.name
+        if entry.is_dir() and there.is_dir():
+            _move_into(entry, there)
+        else:
+            os.replace(entry, there)
 
 
 def _into(target: Path, names: list[str], strip_same_name: bool) -> Path:

@@ -76,10 +76,15 @@ class FashionMnist(Dataset):
         markers = [(n, f"{n}.gz") for n in names]
         return find_root(self.name, self.root, markers, LAYOUT,
                          "embedcache download fashion-mnist, or apt-get install dataset-fashion-mnist",
-                         nested=("FashionMNIST/raw",), well_known=(DEBIAN_DIR,))
+                         nested=("FashionMNIST/raw",), well_known=(DEBIAN_DIR,), data_dir=self.data_dir)
 
     def _file(self, root: Path, name: str) -> Path:
         return root / name if (root / name).is_file() else root / f"{name}.gz"
+
+    def source_files(self) -> dict[str, list[Path]]:
+        root = self._root()
+        return {f"{p}-{kind}": [self._file(root, f"{p}-{kind}")] for p in PREFIX.values()
+                for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")}
 
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
-from embedcache.datasets.common import check_choice, decode, find_root, read_lines, require_file
+from embedcache.datasets.common import check_choice, contained_item, decode, find_root, read_lines, require_file
 from embedcache.datasets.download import RemoteFile, Source, register_source
 
 IMAGES = "Flicker8k_Dataset"  # the published folder name, misspelt
@@ -58,12 +58,16 @@ class Flickr8k(Dataset):
 
     def _paths(self) -> tuple[Path, Path]:
         """(image folder, text folder)."""
-        root = find_root(self.name, self.root, [IMAGES], LAYOUT, "embedcache download flickr8k")
+        root = find_root(self.name, self.root, [IMAGES], LAYOUT, "embedcache download flickr8k", data_dir=self.data_dir)
         for text in (root / TEXT, root):
             if (text / TOKENS).is_file():
                 return root / IMAGES, text
         raise DatasetFormatError(f"{root} has {IMAGES}/ but no {TOKENS} in {root / TEXT} or {root}; "
                                  f"unpack Flickr8k_text.zip into {root / TEXT} (embedcache download flickr8k).")
+
+    def source_files(self) -> dict[str, list[Path]]:
+        text_dir = self._paths()[1]
+        return {name: [text_dir / name] for name in (TOKENS, *SPLIT_FILES.values())}
 
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
@@ -74,7 +78,7 @@ class Flickr8k(Dataset):
         else:
             names = self._split_images(require_file(text_dir / SPLIT_FILES[split], "Flickr8k split list",
                                                     "It is part of Flickr8k_text.zip."))
-        images = [Item(id=n, image=str(images_dir / n)) for n in names]
+        images = [contained_item(images_dir, n, Item(id=n)) for n in names]
         texts = [it for n in names for it in captions.get(n, [])]
         return Split(split, images, texts)
 

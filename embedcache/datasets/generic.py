@@ -18,17 +18,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedcache.datasets import DATASETS
-from embedcache.datasets.base import Dataset, DatasetNotFoundError, Item, Split
+from embedcache.datasets.base import BadItemError, Dataset, DatasetNotFoundError, Item, Split
 from embedcache.datasets.common import (
     ParsedPair,
     Row,
     check_choice,
+    contained,
+    contained_item,
     decode,
     find_root,
     pairs_split,
     read_lines,
     read_tsv,
 )
+from embedcache.errors import BadInputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLIT_NAMES = ("train", "val", "valid", "dev", "test")
@@ -62,6 +65,10 @@ class ImageFolder(Dataset):
     def splits(self) -> list[str]:
         return list(self._split_dirs())
 
+    def source_files(self) -> dict[str, list[Path]]:
+        root = _given_root(self, FOLDER_LAYOUT, "pass --root <folder> and --name <store name>")
+        return {"captions (*.txt)": sorted(root.rglob("*.txt"))}
+
     @property
     def classes(self) -> tuple[str, ...]:
         names = {p.name for d in self._split_dirs().values() for p in d.iterdir()
@@ -71,6 +78,7 @@ class ImageFolder(Dataset):
     def load_split(self, split: str) -> Split:
         dirs = self._split_dirs()
         folder = dirs[check_choice("split", split, list(dirs))]
+        root = _given_root(self, FOLDER_LAYOUT, "pass --root <folder> and --name <store name>")
         index = {c: i for i, c in enumerate(self.classes)}
         images, texts = [], []
         for cls in sorted(p for p in folder.iterdir() if p.is_dir() and p.name in index):
@@ -78,9 +86,10 @@ class ImageFolder(Dataset):
                 if path.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
                 item_id = f"{cls.name}/{path.name}"
-                images.append(Item(id=item_id, image=str(path), label=index[cls.name]))
+                rel = path.relative_to(root)  # a symlinked image, caption or class folder must stay in the root
+                images.append(contained_item(root, rel, Item(id=item_id, label=index[cls.name])))
                 if path.with_suffix(".txt").is_file():
-                    texts.append(_caption(path.with_suffix(".txt"), item_id, index[cls.name]))
+                    texts.append(_caption(root, rel.with_suffix(".txt"), item_id, index[cls.name]))
         return Split(split, images, texts)
 
 
@@ -88,10 +97,14 @@ def _given_root(ds: Dataset, layout: str, fix: str) -> Path:
     """The --root the user gave (it must exist): users' own data has no default location."""
     if ds.root is None:
         raise DatasetNotFoundError(ds.name, ["(no --root given)"], layout, fix)
-    return find_root(ds.name, ds.root, ["."], layout, fix)
+    return find_root(ds.name, ds.root, ["."], layout, fix, data_dir=ds.data_dir)
 
 
-def _caption(path: Path, image_id: str, label: int) -> Item:
+def _caption(root: Path, name: Path, image_id: str, label: int) -> Item:
+    try:
+        path = contained(root, name, image_id)
+    except BadItemError as exc:
+        return Item(id=image_id, link=image_id, label=label, error=exc.reason)
     lines = read_lines(path)
     text, error = decode(lines[0] if lines else b"", image_id)
     if error is None and not text.strip():
@@ -113,7 +126,7 @@ class PairsTsv(Dataset):
                  score: str = "score", id_a: str | None = None, id_b: str | None = None,
                  delimiter: str = "\t") -> None:
         if (id_a is None) != (id_b is None):
-            raise ValueError("options id_a and id_b go together: give both sentence-id columns or neither")
+            raise BadInputError("options id_a and id_b go together: give both sentence-id columns or neither")
         super().__init__(root, a=a, b=b, score=score, id_a=id_a, id_b=id_b, delimiter=delimiter)
 
     def _files(self) -> dict[str, Path]:
@@ -127,6 +140,9 @@ class PairsTsv(Dataset):
 
     def splits(self) -> list[str]:
         return list(self._files())
+
+    def source_files(self) -> dict[str, list[Path]]:
+        return {path.name: [path] for path in self._files().values()}
 
     def load_split(self, split: str) -> Split:
         path = self._files()[check_choice("split", split, self.splits())]

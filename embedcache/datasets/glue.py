@@ -68,10 +68,16 @@ class _Glue(Dataset):
 
     def _root(self) -> Path:
         return find_root(self.name, self.root, ["train.tsv", "dev.tsv"], self._layout(), self._fix(),
-                         nested=(self.spec.folder,))
+                         nested=(self.spec.folder,), data_dir=self.data_dir)
 
     def splits(self) -> list[str]:
         return ["train", "dev"]
+
+    def source_files(self) -> dict[str, list[Path]]:
+        if self._options["source"] == "hf":
+            return {}  # read online, from the hub's pinned copy
+        root = self._root()
+        return {p.name: [p] for p in sorted([*root.glob("*.tsv"), *root.glob("*.txt")])}
 
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
@@ -176,7 +182,7 @@ class Mrpc(_Glue):
             return super()._root()
         except DatasetNotFoundError:
             return find_root(self.name, self.root, [self.MSR_TRAIN], self._layout(), self._fix(),
-                             nested=(self.spec.folder,))
+                             nested=(self.spec.folder,), data_dir=self.data_dir)
 
     def _msr(self, root: Path) -> bool:
         return not (root / "train.tsv").is_file() and (root / self.MSR_TRAIN).is_file()

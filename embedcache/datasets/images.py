@@ -230,10 +230,10 @@ MAGIC = {
 def _unidentified_reason(head: bytes) -> str:
     for magic, fmt in MAGIC.items():
         if head.startswith(magic):
-            return f"unreadable {fmt} header (truncated or corrupt file; first bytes {head!r})"
+            return f"unreadable {fmt} header (truncated or corrupt file)"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return f"unreadable WEBP header (truncated or corrupt file; first bytes {head!r})"
-    return f"not a recognised image format (first bytes {head!r})"
+        return "unreadable WEBP header (truncated or corrupt file)"
+    return f"not a recognised image format ({len(head)}-byte header matches no image signature)"
 
 
 def _os_error_reason(err: OSError, fp: io.BytesIO | Path) -> str:
@@ -296,6 +296,11 @@ def check_text(text: str | None, item_id: str) -> str:
         raise BadItemError(item_id, f"caption contains U+FFFD replacement characters (first at char {pos})")
     if "\x00" in stripped:
         raise BadItemError(item_id, f"caption contains NUL characters (first at char {stripped.index(chr(0))})")
+    try:  # a lone surrogate (valid JSON "\\udcff") has no UTF-8 form: tokenizers raise on it mid-batch
+        stripped.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadItemError(item_id, f"caption contains a lone surrogate U+{ord(stripped[err.start]):04X} at char "
+                                    f"{err.start} (not encodable text)") from None
     return stripped
 
 

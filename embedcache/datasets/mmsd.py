@@ -18,14 +18,16 @@ Option `keyword_filter` (1.0 only, default off) drops the lines the authors' loa
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from embedcache.datasets import DATASETS
 from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
-from embedcache.datasets.common import check_choice, decode, find_root, read_lines, require_file
+from embedcache.datasets.common import check_choice, contained_item, decode, find_root, read_lines, require_file
 from embedcache.datasets.download import Source, register_source
+from embedcache.errors import BadInputError
 
 CLASSES = ("not sarcastic", "sarcastic")
 TXT_FILES = {"train": "train.txt", "valid": "valid2.txt", "test": "test2.txt"}
@@ -55,7 +57,7 @@ class Mmsd(Dataset):
     def __init__(self, root: str | Path | None = None, *, version: str = "1.0", keyword_filter: bool = False) -> None:
         version = check_choice("version", str(version), ("1.0", "1.0-clean", "2.0"))
         if keyword_filter and version != "1.0":
-            raise ValueError("option keyword_filter applies to version 1.0 only (the JSON versions are cleaned)")
+            raise BadInputError("option keyword_filter applies to version 1.0 only (the JSON versions are cleaned)")
         super().__init__(root, version=version, keyword_filter=bool(keyword_filter))
 
     @property
@@ -68,7 +70,12 @@ class Mmsd(Dataset):
     def _root(self) -> Path:
         version = self._options["version"]
         marker = "text/train.txt" if version == "1.0" else f"{JSON_DIRS[version]}/train.json"
-        return find_root(self.name, self.root, [marker, "dataset_image"], LAYOUT, FIX, nested=("data",))
+        return find_root(self.name, self.root, [marker, "dataset_image"], LAYOUT, FIX, nested=("data",),
+                         data_dir=self.data_dir)
+
+    def source_files(self) -> dict[str, list[Path]]:
+        root = self._root()
+        return {f"{d}/": sorted(root.glob(f"{d}/*.*")) for d in ("text", *JSON_DIRS.values())}
 
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
@@ -83,9 +90,10 @@ class Mmsd(Dataset):
         for post, text, label, error in records:
             texts.append(Item(id=post, text=text, label=label, link=post if error is None else None, error=error))
             if error is None:
-                image = root / "dataset_image" / f"{post}.jpg"
-                missing = None if image.is_file() else f"missing image file {image}"
-                images.append(Item(id=post, image=str(image), label=label, error=missing))
+                image = contained_item(root / "dataset_image", f"{post}.jpg", Item(id=post, label=label))
+                if image.error is None and not Path(image.image).is_file():
+                    image = dataclasses.replace(image, error=f"missing image file {image.image}")
+                images.append(image)
         return Split(split, images, texts)
 
     def _txt_records(self, path: Path) -> list[tuple[str, str | None, int | None, str | None]]:

@@ -18,12 +18,21 @@ modalities share; positive or negative beside neutral wins; positive against neg
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
 from embedcache.datasets import DATASETS
-from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
-from embedcache.datasets.common import check_choice, decode, find_root, read_lines, seeded_split
+from embedcache.datasets.base import BadItemError, Dataset, DatasetFormatError, Item, Split
+from embedcache.datasets.common import (
+    check_choice,
+    contained,
+    contained_item,
+    decode,
+    find_root,
+    read_lines,
+    seeded_split,
+)
 from embedcache.datasets.download import Source, register_source
 
 CLASSES = ("negative", "neutral", "positive")
@@ -73,7 +82,8 @@ class _Mvsa(Dataset):
         layout = (f"<root>/   (the release's {self.folder}/ folder, or its parent)\n"
                   f"  labelResultAll.txt   header 'ID<TAB>{cols}'\n  data/<id>.jpg  data/<id>.txt")
         return find_root(self.name, self.root, ["labelResultAll.txt", "data"], layout,
-                         FIX.format(where=f"<data-dir>/raw/{self.name}/ (or pass --root)"), nested=(self.folder,))
+                         FIX.format(where=f"<data-dir>/raw/{self.name}/ (or pass --root)"), nested=(self.folder,),
+                         data_dir=self.data_dir)
 
     def posts(self) -> dict[str, int]:
         """post id -> label index, after the cleaning rule."""
@@ -100,6 +110,10 @@ class _Mvsa(Dataset):
         image = majority([p[1] for p in pairs])
         return cells[0], combine(text, image)
 
+    def source_files(self) -> dict[str, list[Path]]:
+        root = self._root()
+        return {"labelResultAll.txt": [root / "labelResultAll.txt"], "data/*.txt": sorted(root.glob("data/*.txt"))}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         if self._parts is None:
@@ -113,12 +127,16 @@ class _Mvsa(Dataset):
         return Split(split, images, texts)
 
     def _image(self, data: Path, post: str) -> Item:
-        path = data / f"{post}.jpg"
-        error = None if path.is_file() else f"missing image file {path}"
-        return Item(id=post, image=str(path), label=self._labels[post], error=error)
+        item = contained_item(data, f"{post}.jpg", Item(id=post, label=self._labels[post]))
+        if item.error is None and not Path(item.image).is_file():
+            return dataclasses.replace(item, error=f"missing image file {item.image}")
+        return item
 
     def _text(self, data: Path, post: str) -> Item:
-        path = data / f"{post}.txt"
+        try:  # the post id comes from labelResultAll.txt: '..' or a symlink must not read a file outside data/
+            path = contained(data, f"{post}.txt", post)
+        except BadItemError as exc:
+            return Item(id=post, link=post, label=self._labels[post], error=exc.reason)
         if not path.is_file():
             return Item(id=post, link=post, label=self._labels[post], error=f"missing text file {path}")
         raw = path.read_bytes().strip()

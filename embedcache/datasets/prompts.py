@@ -14,6 +14,7 @@ from typing import Any
 
 from embedcache.datasets import DATASETS, create_dataset
 from embedcache.datasets.base import Dataset, Item, Split
+from embedcache.errors import BadInputError
 
 
 @DATASETS.register("class-prompts")
@@ -36,14 +37,14 @@ class ClassPrompts(Dataset):
     @property
     def classes(self) -> tuple[str, ...]:
         o = self._options
-        return tuple(create_dataset(o["of"], root=self.root, **o["of_options"]).classes)
+        return tuple(create_dataset(o["of"], root=self.root, data_dir=self.data_dir, **o["of_options"]).classes)
 
     def splits(self) -> list[str]:
         return ["prompts"]
 
     def load_split(self, split: str) -> Split:
         if split != "prompts":
-            raise ValueError(f"class-prompts has one split, 'prompts'; got {split!r}")
+            raise BadInputError(f"class-prompts has one split, 'prompts'; got {split!r}")
         templates = self._options["templates"]
         texts = [Item(id=f"{c:04d}-{k}", text=t.format(name), label=c)
                  for c, name in enumerate(self.classes) for k, t in enumerate(templates)]

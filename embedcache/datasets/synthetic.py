@@ -46,6 +46,7 @@ from embedcache.datasets.scenes import (
     render,
     sample_scene,
 )
+from embedcache.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def generate_shapes(root: Path, size: int = DEFAULT_SIZE, seed: int = 0, caption
     sibling temp directory and renamed into place, so a crash never leaves a half dataset that looks whole.
     An existing identical dataset is kept; a different one is an error unless `overwrite`."""
     if size < 10 or captions_per_image < 1:
-        raise ValueError(f"shapes needs size >= 10 and captions_per_image >= 1; got {size}, {captions_per_image}")
+        raise BadInputError(f"shapes needs size >= 10 and captions_per_image >= 1; got {size}, {captions_per_image}")
     root = Path(root)
     if (root / "meta.json").exists() and not overwrite:
         if (diff := _meta_mismatch(root, size, seed, captions_per_image)) is None:
@@ -245,19 +246,19 @@ def _field(path: Path, lineno: int, raw: bytes, parse: Callable[[str], Any] = st
 
 def _class_index(text: str) -> int:
     if not 0 <= (value := int(text)) < len(CLASSES):
-        raise ValueError(f"class index {value} outside 0..{len(CLASSES) - 1}")
+        raise BadInputError(f"class index {value} outside 0..{len(CLASSES) - 1}")
     return value
 
 
 def _split_name(text: str) -> str:
     if text not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}")
+        raise BadInputError(f"split must be one of {', '.join(SPLITS)}")
     return text
 
 
 def _score(text: str) -> float:
     if not 0.0 <= (value := float(text)) <= 5.0:
-        raise ValueError(f"score {value} outside 0..5")
+        raise BadInputError(f"score {value} outside 0..5")
     return value
 
 
@@ -303,10 +304,10 @@ def read_pairs(path: Path, caption_split: dict[str, str]) -> list[tuple[str, Pai
     return out
 
 
-def default_root(size: int, seed: int, captions_per_image: int) -> Path:
+def default_root(size: int, seed: int, captions_per_image: int, data_dir: str | Path | None = None) -> Path:
     """<data-dir>/raw/shapes/shapes-<size>-s<seed>[-c<captions>] (the suffix only when not the default 3)."""
     suffix = "" if captions_per_image == 3 else f"-c{captions_per_image}"
-    return paths.raw_dir("shapes") / f"shapes-{size}-s{seed}{suffix}"
+    return paths.raw_dir("shapes", data_dir) / f"shapes-{size}-s{seed}{suffix}"
 
 
 @DATASETS.register("shapes")
@@ -320,7 +321,7 @@ class ShapesDataset(Dataset):
     def __init__(self, root: str | Path | None = None, size: int = DEFAULT_SIZE, seed: int = 0,
                  captions_per_image: int = 3, labels: str = "single") -> None:
         if labels not in LABEL_KINDS:
-            raise ValueError(f"unknown labels {labels!r} for shapes; known: {', '.join(LABEL_KINDS)}")
+            raise BadInputError(f"unknown labels {labels!r} for shapes; known: {', '.join(LABEL_KINDS)}")
         size, seed, captions_per_image = int(size), int(seed), int(captions_per_image)
         super().__init__(root, size=size, seed=seed, captions_per_image=captions_per_image, labels=labels)
         self.size, self.seed, self.captions_per_image = size, seed, captions_per_image
@@ -336,7 +337,9 @@ class ShapesDataset(Dataset):
 
     @property
     def data_root(self) -> Path:
-        return self.root if self.root is not None else default_root(self.size, self.seed, self.captions_per_image)
+        if self.root is not None:
+            return self.root
+        return default_root(self.size, self.seed, self.captions_per_image, self.data_dir)
 
     def ensure(self) -> Path:
         """The dataset root, generated first when it holds no dataset; a different dataset there is an error."""
@@ -360,7 +363,7 @@ class ShapesDataset(Dataset):
     def load_split(self, split: str) -> Split:
         """Images (path, label), captions (text or error, the image's label, link) and pairs of `split`."""
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} for shapes; known: {', '.join(SPLITS)}")
+            raise BadInputError(f"unknown split {split!r} for shapes; known: {', '.join(SPLITS)}")
         root, images, captions, pairs = self._tables
         labels = {iid: (multi if self.label_kind == "multi" else label) for iid, (_, label, multi) in images.items()}
         return Split(

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedcache.datasets import DATASETS
-from embedcache.datasets.base import Dataset, DatasetFormatError, Item, Split
-from embedcache.datasets.common import check_choice, find_root, read_lines, require_file
+from embedcache.datasets.base import BadItemError, Dataset, DatasetFormatError, Item, Split
+from embedcache.datasets.common import check_choice, contained, contained_item, find_root, read_lines, require_file
 from embedcache.datasets.download import RemoteFile, Source, register_source
 
 FOLDER = "tiny-imagenet-200"
@@ -48,7 +48,7 @@ class TinyImageNet(Dataset):
 
     def _root(self) -> Path:
         return find_root(self.name, self.root, ["wnids.txt"], LAYOUT, "embedcache download tiny-imagenet",
-                         nested=(FOLDER,))
+                         nested=(FOLDER,), data_dir=self.data_dir)
 
     def splits(self) -> list[str]:
         return ["train", "val"]
@@ -79,6 +79,10 @@ class TinyImageNet(Dataset):
             raise DatasetFormatError(f"{path}: no names for wnid(s) {', '.join(missing[:5])} of wnids.txt")
         return tuple(names[w] for w in self.wnids())
 
+    def source_files(self) -> dict[str, list[Path]]:
+        root = self._root()
+        return {name: [root / name] for name in ("wnids.txt", "words.txt", "val/val_annotations.txt")}
+
     def load_split(self, split: str) -> Split:
         check_choice("split", split, self.splits())
         index = {w: i for i, w in enumerate(self.wnids())}
@@ -89,12 +93,15 @@ class TinyImageNet(Dataset):
         root = self._root() / "train"
         items = []
         for wnid in self.wnids():
-            folder = root / wnid / "images"
+            try:  # a wnid is a folder name: '..' or an absolute wnid would list a folder outside the root
+                folder = contained(root, f"{wnid}/images", wnid)
+            except BadItemError as exc:
+                raise DatasetFormatError(f"{self._root() / 'wnids.txt'}: {exc.reason}") from None
             if not folder.is_dir():
                 raise DatasetFormatError(f"missing {folder}: wnids.txt lists {wnid} but train/ has no images for it")
             for path in sorted(folder.iterdir()):
-                if path.suffix.lower() in (".jpeg", ".jpg"):
-                    items.append(Item(id=path.stem, image=str(path), label=index[wnid]))
+                if path.suffix.lower() in (".jpeg", ".jpg"):  # a symlink out of the folder is a bad item
+                    items.append(contained_item(folder, path.name, Item(id=path.stem, label=index[wnid])))
         return items
 
     def _val(self, index: dict[str, int]) -> list[Item]:
@@ -108,8 +115,8 @@ class TinyImageNet(Dataset):
                                          f"found {raw[:60]!r}")
             file, wnid = cells[0], cells[1]
             error = None if wnid in index else f"wnid {wnid!r} of {path.name} line {n} is not in wnids.txt"
-            items.append(Item(id=Path(file).stem, image=str(root / "images" / file), label=index.get(wnid),
-                              error=error))
+            items.append(contained_item(root / "images", file, Item(id=Path(file).stem, label=index.get(wnid),
+                                                                     error=error)))
         return items
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from embedcache.errors import BadInputError
+
 # Everything a metric accepts as an array: a torch tensor, a numpy array or a plain sequence.
 ArrayLike = torch.Tensor | np.ndarray | Sequence
 
@@ -45,4 +47,4 @@ def ratio(num: float, den: float) -> float:
 def check_rows(name_a: str, a: int, name_b: str, b: int) -> None:
     """Raise when two arrays that must be row-aligned are not."""
     if a != b:
-        raise ValueError(f"{name_a} has {a} rows but {name_b} has {b}; they must describe the same items in order")
+        raise BadInputError(f"{name_a} has {a} rows but {name_b} has {b}; they must describe the same items in order")

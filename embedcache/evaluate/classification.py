@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from embedcache.errors import BadInputError
 from embedcache.evaluate._common import ArrayLike, as_numpy, check_rows, join, ratio
 
 
@@ -97,22 +98,22 @@ def _safe(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def _scores_2d(x: ArrayLike) -> np.ndarray:
     a = as_numpy(x)
     if a.ndim != 2:
-        raise ValueError(f"expected a (N, C) score matrix; got shape {a.shape}")
+        raise BadInputError(f"expected a (N, C) score matrix; got shape {a.shape}")
     return a
 
 
 def _binary_predictions(scores: np.ndarray, positive: int, threshold: float) -> np.ndarray:
     if positive not in (0, 1):
-        raise ValueError(f"positive must be class 0 or 1; got {positive}")
+        raise BadInputError(f"positive must be class 0 or 1; got {positive}")
     if scores.ndim == 2 and scores.shape[1] == 2:
         return scores.argmax(axis=1)
     if scores.ndim == 1:
         return np.where(scores >= threshold, positive, 1 - positive)
-    raise ValueError(f"binary scores must be (N, 2) or (N,) positive-class scores; got shape {scores.shape}")
+    raise BadInputError(f"binary scores must be (N, 2) or (N,) positive-class scores; got shape {scores.shape}")
 
 
 def _check_multilabel(pred: np.ndarray, true: np.ndarray, class_names: Sequence[str] | None) -> None:
     if pred.shape != true.shape:
-        raise ValueError(f"probs {pred.shape} and targets {true.shape} must both be (N, C)")
+        raise BadInputError(f"probs {pred.shape} and targets {true.shape} must both be (N, C)")
     if class_names is not None and len(class_names) != true.shape[1]:
-        raise ValueError(f"{len(class_names)} class names for {true.shape[1]} columns")
+        raise BadInputError(f"{len(class_names)} class names for {true.shape[1]} columns")

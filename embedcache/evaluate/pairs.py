@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from embedcache.errors import BadInputError
 from embedcache.evaluate._common import ArrayLike, as_float, as_numpy, check_rows, join, ratio
 
 
@@ -77,6 +78,6 @@ def _class_prf(pred_c: np.ndarray, true_c: np.ndarray, c: int) -> dict[str, floa
 def _binary(labels: ArrayLike) -> np.ndarray:
     y = as_numpy(labels).ravel()
     if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"pair labels must be 0 or 1; found values {np.unique(y)[:5].tolist()}. "
-                         "Graded pairs (STS-B 0..5) go to sts_metrics instead")
+        raise BadInputError(f"pair labels must be 0 or 1; found values {np.unique(y)[:5].tolist()}. "
+                            "Graded pairs (STS-B 0..5) go to sts_metrics instead")
     return y

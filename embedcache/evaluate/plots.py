@@ -14,6 +14,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from embedcache.errors import BadInputError
+
 Metrics = Mapping[str, float]
 Runs = Mapping[str, Metrics]
 
@@ -24,7 +26,7 @@ def plot_sts_tolerance(metrics: Metrics | Runs, path: str | Path, *, prefix: str
     runs = _as_runs(metrics)
     panels = _sts_panels(runs, prefix)
     if not panels:
-        raise ValueError(f"no '{prefix}_acc@<tolerance>' keys found; pass the dict returned by sts_metrics")
+        raise BadInputError(f"no '{prefix}_acc@<tolerance>' keys found; pass the dict returned by sts_metrics")
     fig = Figure(figsize=(4 * len(panels), 3.6), layout="constrained")
     for ax, (panel, per_run) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items(), strict=True):
         for label, curve in per_run.items():
@@ -48,7 +50,7 @@ def plot_hit_rate(metrics: Metrics | Runs, path: str | Path) -> Path:
                 name = " ".join(s for s in (label, match["prefix"]) if s)
                 curves.setdefault(name, {})[int(match["k"])] = float(value)
     if not curves:
-        raise ValueError("no '<prefix>_hit@<k>' keys found; pass the dict returned by retrieval_metrics")
+        raise BadInputError("no '<prefix>_hit@<k>' keys found; pass the dict returned by retrieval_metrics")
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     for name, curve in curves.items():

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from embedcache.errors import BadInputError
 from embedcache.evaluate._common import ArrayLike, as_float, as_long, check_rows, join
 from embedcache.registry import Registry
 
@@ -126,8 +127,8 @@ def _encode(enc: nn.Module, batch: Inputs, collate: Callable[[Inputs], Inputs] |
     out = enc(*args) if isinstance(args, tuple) else enc(args)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the encoder must return pooled features (B, D); it returned {shape}. "
-                         "Wrap it so that it pools (e.g. mean over tokens) before fine-tuning")
+        raise BadInputError(f"the encoder must return pooled features (B, D); it returned {shape}. "
+                            "Wrap it so that it pools (e.g. mean over tokens) before fine-tuning")
     return out
 
 
@@ -160,7 +161,7 @@ def _check_data(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: to
     check_rows("train inputs", len(xtr), "train_y", len(ytr))
     check_rows("test inputs", len(xte), "test_y", len(yte))
     if int(ytr.min()) < 0 or int(yte.min()) < 0:
-        raise ValueError("labels must be class indices >= 0")
+        raise BadInputError("labels must be class indices >= 0")
     late = [e for e in log_at if not 1 <= e <= epochs]
     if late:
-        raise ValueError(f"log_at epochs {late} are outside 1..{epochs}; raise epochs or drop them from log_at")
+        raise BadInputError(f"log_at epochs {late} are outside 1..{epochs}; raise epochs or drop them from log_at")

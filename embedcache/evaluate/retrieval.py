@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from embedcache.errors import BadInputError
 from embedcache.evaluate._common import ArrayLike, as_float, as_long, join
 
 DEFAULT_KS = (1, 5, 10)
@@ -133,17 +134,17 @@ def _flatten(positives: Sequence[Sequence[int]], device: torch.device) -> tuple[
 
 def _check_shapes(q: torch.Tensor, g: torch.Tensor, positives: Sequence[Sequence[int]]) -> None:
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"expected query (Q, D) and gallery (G, D) with the same D; got {tuple(q.shape)} "
-                         f"and {tuple(g.shape)}")
+        raise BadInputError(f"expected query (Q, D) and gallery (G, D) with the same D; got {tuple(q.shape)} "
+                            f"and {tuple(g.shape)}")
     if len(positives) != q.shape[0]:
-        raise ValueError(f"positives has {len(positives)} entries but there are {q.shape[0]} queries")
+        raise BadInputError(f"positives has {len(positives)} entries but there are {q.shape[0]} queries")
     empty = [i for i, p in enumerate(positives) if len(p) == 0]
     if empty:
-        raise ValueError(f"{len(empty)} queries have no positive gallery item (first: query {empty[0]}); "
-                         "drop them before scoring, e.g. with positives_by_key on the linked ids")
+        raise BadInputError(f"{len(empty)} queries have no positive gallery item (first: query {empty[0]}); "
+                            "drop them before scoring, e.g. with positives_by_key on the linked ids")
     bad = [c for p in positives for c in p if not 0 <= c < g.shape[0]]
     if bad:
-        raise ValueError(f"positive index {bad[0]} is outside the gallery of {g.shape[0]} items")
+        raise BadInputError(f"positive index {bad[0]} is outside the gallery of {g.shape[0]} items")
 
 
 def positives_by_key(query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable]) -> list[list[int]]:

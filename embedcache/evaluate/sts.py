@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from embedcache.errors import BadInputError
 from embedcache.evaluate._common import ArrayLike, as_numpy, check_rows, join
 from embedcache.registry import Registry
 
@@ -82,7 +83,7 @@ def _band_mask(g: np.ndarray, lo: float, hi: float, edges: str, first: bool) -> 
         return (g >= lo) & (g < hi)
     if edges == "right":
         return ((g > lo) | (first & (g >= lo))) & (g <= hi)
-    raise ValueError(f"band_edges must be 'left' ([lo, hi)) or 'right' ((lo, hi]); got {edges!r}")
+    raise BadInputError(f"band_edges must be 'left' ([lo, hi)) or 'right' ((lo, hi]); got {edges!r}")
 
 
 def tolerance_key(t: float) -> str:

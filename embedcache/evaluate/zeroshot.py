@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from embedcache.errors import BadInputError
 from embedcache.evaluate._common import ArrayLike, as_float, as_long, check_rows, join
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -35,7 +36,7 @@ def class_embeddings(class_emb: ArrayLike) -> torch.Tensor:
     if c.ndim == 3:
         c = F.normalize(c, dim=-1).mean(dim=1)  # (C, K, D) -> (C, D)
     if c.ndim != 2:
-        raise ValueError(f"expected class embeddings (C, D) or (C, K, D); got shape {tuple(c.shape)}")
+        raise BadInputError(f"expected class embeddings (C, D) or (C, K, D); got shape {tuple(c.shape)}")
     return F.normalize(c, dim=-1)
 
 
@@ -44,8 +45,8 @@ def zero_shot_logits(image_emb: ArrayLike, class_emb: ArrayLike, logit_scale: fl
     classes = class_embeddings(class_emb)
     images = F.normalize(as_float(image_emb, classes.device), dim=-1)
     if images.ndim != 2 or images.shape[1] != classes.shape[1]:
-        raise ValueError(f"image embeddings {tuple(images.shape)} do not match class embeddings "
-                         f"{tuple(classes.shape)}: both must be (*, D) with the same D")
+        raise BadInputError(f"image embeddings {tuple(images.shape)} do not match class embeddings "
+                            f"{tuple(classes.shape)}: both must be (*, D) with the same D")
     return logit_scale * images @ classes.T
 
 
@@ -77,8 +78,8 @@ def zero_shot(
 def true_class_ranks(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """1-based rank (N,) of each row's true class among (N, C) scores, pessimistic on ties."""
     if labels.min() < 0 or labels.max() >= scores.shape[1]:
-        raise ValueError(f"labels must lie in 0..{scores.shape[1] - 1} (one per class embedding); "
-                         f"found {int(labels.min())}..{int(labels.max())}")
+        raise BadInputError(f"labels must lie in 0..{scores.shape[1] - 1} (one per class embedding); "
+                            f"found {int(labels.min())}..{int(labels.max())}")
     true = scores.gather(1, labels[:, None])  # (N, 1)
     return (scores >= true).sum(dim=1)  # counts the true class itself once: rank >= 1
 

@@ -13,13 +13,16 @@ from embedcache import __version__
 from embedcache.backbones import create_encoder, resolve_spec
 from embedcache.backbones.base import Encoder
 from embedcache.datasets import Dataset, Split, create_dataset
-from embedcache.paths import store_path
+from embedcache.datasets.common import file_digests
+from embedcache.devices import resolve_device
+from embedcache.errors import UserError
+from embedcache.paths import safe_name, store_path
 from embedcache.store import DTYPES
 
 OnError = Literal["fail", "skip"]
 
 
-class ExtractError(RuntimeError):
+class ExtractError(UserError, RuntimeError):
     """An item could not be embedded under `--on-error fail` (names the item and the fix)."""
 
 
@@ -74,15 +77,16 @@ def plan_extraction(
     """Load the dataset's splits and the encoder, and compute the store's attributes (its fingerprint)."""
     if dtype not in DTYPES:
         raise ExtractError(f"--dtype {dtype!r} is not a store dtype; use one of {', '.join(DTYPES)}")
+    safe_name(store_name or dataset, "store name (--name)")  # before hours of work, not at the first write
     spec = resolve_spec(model)
-    ds = create_dataset(dataset, root=root, **(dataset_options or {}))
+    ds = create_dataset(dataset, root=root, data_dir=data_dir, **(dataset_options or {}))
     if spec.modality not in ds.modalities:
         raise ExtractError(
             f"{model!r} embeds {spec.modality}, but dataset {dataset!r} has only {', '.join(ds.modalities)}; "
             f"see `embedcache models` for the {'/'.join(ds.modalities)} backbones"
         )
     splits = {name: _limit(ds.load_split(name), limit) for name in ds.splits()}
-    dev = torch.device(device or default_device())
+    dev = resolve_device(device)
     encoder = create_encoder(model, pooling=pooling, weights=weights, device=dev)
     name = store_name or dataset
     attrs = {
@@ -102,6 +106,9 @@ def plan_extraction(
         "shard_size": shard_size,
         "embedcache_version": __version__,
     }
+    sources = file_digests(ds.source_files())
+    if sources:  # only datasets read from files: the stores of generated ones keep their fingerprints
+        attrs["dataset_files"] = sources
     return ExtractPlan(ds, encoder, splits, store_path(name, model, data_dir), attrs, dev)
 
 

@@ -1,6 +1,6 @@
 """Stage two for classifier heads: labelled stores -> a trained classifier head -> one run with its metrics.
 
-`train_classifier` is the classification counterpart of `embedcache.fusion.train.train` and shares its loop
+`fit_classifier`, the registered trainer `classify`, is the counterpart of `train.fit_alignment` and shares its loop
 (`fit`: AdamW, ReduceLROnPlateau, early stopping on the validation loss, best weights kept), its store
 checks and its run format. What it adds: labels read from the stores (the first input store that has
 them, joined by id), `num_classes`/`label_kind` set on the head from them, the head's closed-form parts
@@ -8,13 +8,15 @@ fitted on the training rows only (`head.prepare`, e.g. PCA), two-phase heads (`h
 evaluation of the best weights on the validation and test splits (accuracy, P/R/F1 as the papers report
 them; see `evaluate_probs`). The training never reads a test label.
 
-Stores of several modalities are joined with the `multi-links` pairing registered here: captions (items
-with links) are matched by id with the first linked store, images through the links, so one image is
-repeated over its captions; stores without links (MVSA, MMSD, one image store) are matched by id.
+Stores of several modalities are joined with the `multi-links` pairing (embedcache.fusion.views): captions
+(items with links) are matched by id with the first linked store, images through the links, so one image is
+repeated over its captions; stores without links (MVSA, MMSD, one image store) are matched by id. Its
+default settings (`shapes-classify`, ...) are registered with the others in embedcache.fusion.settings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Sequence
@@ -25,27 +27,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.devices import resolve_device
+from embedcache.errors import BadInputError
 from embedcache.evaluate import binary_metrics, multilabel_metrics, single_label_metrics
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.export import embed
 from embedcache.fusion.heads import HEADS, HeadSpec, create_head
 from embedcache.fusion.heads import clfa as _clfa  # noqa: F401  registers clfa and cross-attention
 from embedcache.fusion.heads.mlp import PCA_SWEEP, ClassifierHead, PCADimsError, classifier_names
+from embedcache.fusion.jobs import TRAINERS, DataSpec, TrainCfg, Trainer, TrainJob
+from embedcache.fusion.pairings import join
 from embedcache.fusion.runs import Run, save_run
+from embedcache.fusion.settings import SettingSpec
 from embedcache.fusion.train import (
-    SETTINGS,
     FitResult,
-    SettingSpec,
-    TrainCfg,
     check_stores,
     find_or_seed,
     fit,
+    head_doc,
     holdout,
     inputs_key,
     run_inputs,
     say_streamed,
 )
-from embedcache.fusion.views import PAIRINGS, PairData, View, join, load_view, pair_by_ids
+from embedcache.fusion.views import PairData, View, load_view
 from embedcache.registry import Registry
 from embedcache.store import open_store
 
@@ -53,47 +58,7 @@ VAL_SPLITS = ("val", "valid", "validation", "dev")  # MMSD publishes `valid`
 EVAL_BATCH = 1024
 
 
-@PAIRINGS.register("multi-links")
-def pair_by_multi_links(views: Sequence[View]) -> np.ndarray:
-    """(P, M) rows for any mix of stores: one row per item of the first store with links (a caption); other
-    linked stores matched by that item's id, stores without links (images) through its link. Without any
-    linked store, items with the same id in every store (pairing 'ids')."""
-    linked = [i for i, v in enumerate(views) if v.links is not None]
-    if not linked:
-        return pair_by_ids(views)
-    base = views[linked[0]]
-    rows = np.empty((len(base), len(views)), np.int64)
-    for i, view in enumerate(views):
-        rows[:, i] = view.rows_of(base.ids if view.links is not None else base.links)
-    return rows
-
-
-# Offline settings on the generated `shapes` data (effnet-lite0 images, MiniLM captions). The papers' own
-# stores (COCO/BERT/ResNet-152, MMSD/ViT/CLIP, MVSA/RoBERTa/ResNet-50) are named by the pipelines.
-for _spec in (
-    SettingSpec("shapes-classify", "shapes", ("effnet-lite0", "minilm"), "multi-links",
-                description="classification on `shapes`: image + caption stores, the image's class"),
-    SettingSpec("shapes-text", "shapes", ("minilm",), "multi-links",
-                description="classification on `shapes` from the caption store alone"),
-    SettingSpec("shapes-image", "shapes", ("effnet-lite0",), "multi-links",
-                description="classification on `shapes` from the image store alone"),
-    SettingSpec("shapes-text-image", "shapes", ("minilm", "effnet-lite0"), "multi-links",
-                description="cross-attention on `shapes`: caption tokens attend to image tokens"),
-    SettingSpec("shapes-clfa", "shapes", ("minilm", "effnet-lite0", "teacher-text", "teacher-image"), "multi-links",
-                description="CLFA on `shapes`; no CLIP offline, so the teacher is an aligned CBMF head's output: "
-                            "`write_head_stores(train('cbmf-add'), names=('teacher-image', 'teacher-text'))`"),
-    # the papers' stores (the pipelines name them; extract them first with `embedcache extract`)
-    SettingSpec("coco-multilabel", "coco", ("resnet152", "bert"), "multi-links",
-                description="BERT + ResNet-152 on COCO's 80 categories (multi-label)"),
-    SettingSpec("mmsd-clfa", "mmsd", ("bert", "vit", "clip-text", "clip-image"), "multi-links",
-                description="CLFA on MMSD: BERT and ViT tokens, CLIP ViT-B/32 text/image embeddings as teacher"),
-    SettingSpec("mvsa-single-late", "mvsa-single", ("twitter-roberta", "resnet50"), "multi-links",
-                description="late fusion on MVSA-Single: Twitter RoBERTa text, ResNet-50 image"),
-):
-    SETTINGS.register(_spec.name, _spec)
-
-
-class LabelsMissingError(ValueError):
+class LabelsMissingError(BadInputError):
     """None of the input stores holds labels for a split."""
 
 
@@ -210,14 +175,12 @@ def _fit_phases(model: ClassifierHead, train: PairData, val: PairData, cfg: Trai
     return history, summary
 
 
-def _resolve(head: str, setting: str | None, dataset: str | None, backbones: Sequence[str] | None,
-             pairing: str | None) -> tuple[SettingSpec, str, tuple[str, ...], str]:
-    cls = HEADS.get(head)
+def _resolve(job: TrainJob) -> tuple[SettingSpec, DataSpec]:
+    cls = HEADS.get(job.head)
     if getattr(cls, "task", None) != "classify":
-        raise ValueError(f"head {head!r} is not a classifier; train it with `embedcache train {head}` "
-                         f"(embedcache.fusion.train.train). Classifier heads: {', '.join(classifier_names())}")
-    st = SETTINGS.get(setting or cls.setting_for(head))
-    return st, dataset or st.dataset, tuple(backbones or st.backbones), pairing or st.pairing
+        raise BadInputError(f"head {job.head!r} is not a classifier; train it with `embedcache train {job.head}`. "
+                            f"Classifier heads: {', '.join(classifier_names())}")
+    return job.data.resolve(cls.setting_for(job.head))
 
 
 def _token_plan(head: str, n: int, tokens: bool | None) -> list[bool | None]:
@@ -226,73 +189,87 @@ def _token_plan(head: str, n: int, tokens: bool | None) -> list[bool | None]:
     return [w if w is False or tokens is None else tokens for w in wish]
 
 
-def train_classifier(
-    head: str = "mlp-concat", *, setting: str | None = None, dataset: str | None = None,
-    backbones: Sequence[str] | None = None, data_dir: str | Path | None = None, train_split: str = "train",
-    val_split: str | None = None, test_split: str | None = "test", val_fraction: float = 0.1,
-    pairing: str | None = None, tokens: bool | None = None, epochs: int = 100, batch_size: int = 64,
-    lr: float = 1e-3, weight_decay: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.8,
-    early_stop_patience: int = 5, seed: int = 0, options: dict[str, Any] | None = None, device: str | None = None,
-    progress: bool = True, runs_root: str | Path | None = None, force: bool = False, ram_budget: int | None = None,
-) -> Run:
-    """Train the classifier head `head` on labelled stores and write its run; returns the finished Run.
+@dataclasses.dataclass
+class _Labelled:
+    """The loaded data of a classifier job: train and validation rows, the loader of any split, and facts."""
 
-    Unset dataset/backbones/pairing come from the head's default setting (`mlp-concat`: `shapes`,
-    effnet-lite0 + minilm). Labels come from the first input store that has them; `num_classes` and
-    `label_kind` are set from them (override through `options`). val_split None: the first of val/valid/
-    validation/dev that every store has, else `val_fraction` of the training groups is held out. The head's
-    `prepare` sees the training rows only. Metrics of the best weights land under `metrics.val` and
-    `metrics.test` (test_split None or absent: no test metrics). An identical finished run is returned
-    without retraining unless `force`.
-    """
-    st, dataset, backbones, pairing = _resolve(head, setting, dataset, backbones, pairing)
-    plan = _token_plan(head, len(backbones), tokens)
-    paths = check_stores(head, dataset, backbones, data_dir, any(t is not False for t in plan) or None)
+    paths: list[Path]
+    load: Any  # split name -> PairData
+    train: PairData
+    val: PairData
+    info: dict[str, Any]  # train/val rows and splits, pairing: part of the run id
+    load_seconds: float
+
+
+def _load_labelled(job: TrainJob, data: DataSpec) -> _Labelled:
+    plan = _token_plan(job.head, len(data.backbones), data.tokens)
+    paths = check_stores(job.head, data.dataset, data.backbones, job.run.data_dir,
+                         any(t is not False for t in plan) or None)
     t0 = time.perf_counter()
-    load = functools.partial(load_labelled, paths, pairing=pairing, tokens=plan, ram_budget=ram_budget)  # a split
-    train_data = load(train_split)
-    val_name = find_val_split(paths, val_split)
+    load = functools.partial(load_labelled, paths, pairing=data.pairing, tokens=plan, ram_budget=data.ram_budget)
+    train_data = load(data.train_split)
+    val_name = find_val_split(paths, data.val_split)
     if val_name is not None:
         val_data, val_info = load(val_name), {"split": val_name}
     else:
-        train_data, val_data = holdout(train_data, val_fraction, seed)
-        val_info = {"held_out_from": train_split, "fraction": val_fraction}
-    load_seconds = time.perf_counter() - t0
-    kind, classes = label_info(train_data)
-    opts = {"num_classes": len(classes), "label_kind": kind, **(options or {})}
-    spec = HeadSpec.create(head, [v.dim for v in train_data.views],
-                           [v.attrs.get("modality", "") for v in train_data.views], **opts)
-    cfg = TrainCfg(epochs, batch_size, lr, weight_decay, plateau_patience, plateau_factor, early_stop_patience,
-                   seed, drop_last=False)  # a classifier loses nothing from a small last batch
-    data_info = {"train": {"split": train_split, "rows": len(train_data), "dropped": train_data.dropped},
-                 "val": {**val_info, "rows": len(val_data)}, "pairing": pairing}
-    key = {"head": spec, "train": cfg, "inputs": inputs_key(train_data),
-           "data": data_info, "test": test_split}
-    run_id, done = find_or_seed(head, key, seed=seed, force=force, runs_root=runs_root)
+        train_data, val_data = holdout(train_data, data.val_fraction, job.cfg.seed)
+        val_info = {"held_out_from": data.train_split, "fraction": data.val_fraction}
+    info = {"train": {"split": data.train_split, "rows": len(train_data), "dropped": train_data.dropped},
+            "val": {**val_info, "rows": len(val_data)}, "pairing": data.pairing}
+    return _Labelled(paths, load, train_data, val_data, info, time.perf_counter() - t0)
+
+
+def _test_metrics(model: ClassifierHead, d: _Labelled, test_split: str | None, label: tuple[str, list[str]],
+                  dev: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Metrics on the test split (read only now, after training) and what was read; None when there is none."""
+    if not test_split or not all(test_split in store_splits(p) for p in d.paths):
+        return None, {"split": None}
+    test = d.load(test_split).to(dev)
+    return evaluate_probs(predict_proba(model, test), test.labels.cpu().numpy(), *label), \
+        {"split": test_split, "rows": len(test)}
+
+
+def fit_classifier(job: TrainJob) -> dict[str, Run]:
+    """Train the classifier head `job.head` on labelled stores and write its run: {"": Run}.
+
+    Unset data fields come from the head's default setting (`mlp-concat`: `shapes`, effnet-lite0 + minilm).
+    Labels come from the first input store that has them; `num_classes` and `label_kind` are set from them
+    (override through `job.options`). val_split None: the first of val/valid/validation/dev that every store
+    has, else `val_fraction` of the training groups is held out. The head's `prepare` sees the training rows
+    only. Metrics of the best weights land under `metrics.val` and `metrics.test` (test_split None or absent:
+    no test metrics). An identical finished run is returned without retraining unless `job.run.force`.
+    """
+    st, data = _resolve(job)
+    d = _load_labelled(job, data)
+    kind, classes = label_info(d.train)
+    views = d.train.views
+    spec = HeadSpec.create(job.head, [v.dim for v in views], [v.attrs.get("modality", "") for v in views],
+                           **{"num_classes": len(classes), "label_kind": kind, **job.options})
+    cfg = dataclasses.replace(job.cfg, drop_last=False)  # a classifier loses nothing from a small last batch
+    key = {"head": spec, "train": cfg, "inputs": inputs_key(d.train), "data": d.info, "test": data.test_split}
+    run_id, done = find_or_seed(job.head, key, seed=cfg.seed, force=job.run.force, runs_root=job.run.runs_root)
     if done is not None:
-        return done
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return {"": done}
+    dev = resolve_device(job.run.device)
     model: ClassifierHead = create_head(spec)
-    model.prepare(train_data)  # closed-form parts (PCA) from the training rows, before anything moves
+    model.prepare(d.train)  # closed-form parts (PCA) from the training rows, before anything moves
     model.to(dev)
-    if progress:
-        say_streamed(train_data, val_data)
-    history, summary = _fit_phases(model, train_data.to(dev), val_data.to(dev), cfg, progress)
+    if job.run.progress:
+        say_streamed(d.train, d.val)
+    history, summary = _fit_phases(model, d.train.to(dev), d.val.to(dev), cfg, job.run.progress)
     metrics = {"train": _flat_summary(summary),
-               "val": evaluate_probs(predict_proba(model, val_data), val_data.labels.cpu().numpy(), kind, classes)}
-    test_info = {"split": None}  # after training: nothing above reads test data
-    if test_split and all(test_split in store_splits(p) for p in paths):
-        test = load(test_split).to(dev)
-        metrics["test"] = evaluate_probs(predict_proba(model, test), test.labels.cpu().numpy(), kind, classes)
-        test_info = {"split": test_split, "rows": len(test)}
+               "val": evaluate_probs(predict_proba(model, d.val), d.val.labels.cpu().numpy(), kind, classes)}
+    test, test_info = _test_metrics(model, d, data.test_split, (kind, classes), dev)
+    metrics.update({"test": test} if test is not None else {})
     record = {
-        "run_id": run_id, "task": "classify", "head": spec, "head_cfg": asdict(model.cfg), "train": cfg, "seed": seed,
-        "setting": st.name if setting or dataset == st.dataset else None, "inputs": run_inputs(train_data),
-        "data": {**data_info, "test": test_info}, "classes": classes, "label_kind": kind, "device": str(dev),
-        "parameters": sum(p.numel() for p in model.parameters()), "metrics": metrics, "history": history,
-        "timings": {"load_s": load_seconds, "train_s": sum(s["train_s"] for s in summary.values())},
+        "run_id": run_id, "task": "classify", "head": spec, "head_cfg": asdict(model.cfg), "train": cfg,
+        "seed": cfg.seed, "setting": st.name if job.data.setting or data.dataset == st.dataset else None,
+        "inputs": run_inputs(d.train), "data": {**d.info, "test": test_info}, "classes": classes, "label_kind": kind,
+        "device": str(dev), "parameters": sum(p.numel() for p in model.parameters()), "metrics": metrics,
+        "history": history,
+        "timings": {"load_s": d.load_seconds, "train_s": sum(s["train_s"] for s in summary.values())},
     }
-    return save_run(to_plain(record), model, runs_root)
+    return {"": save_run(to_plain(record), model, job.run.runs_root)}
 
 
 def _flat_summary(summary: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -304,16 +281,20 @@ def _flat_summary(summary: dict[str, dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def pca_sweep(dims: Sequence[int] = PCA_SWEEP, *, options: dict[str, Any] | None = None, **kwargs: Any) -> list[Run]:
-    """One `pca-concat` run per PCA size in `dims` (sizes above an input's dimension are skipped); kwargs go
-    to train_classifier."""
+def pca_sweep(job: TrainJob, dims: Sequence[int] = PCA_SWEEP) -> list[Run]:
+    """One `pca-concat` run of `job` per PCA size in `dims` (sizes above an input's dimension are skipped)."""
     runs = []
     for k in dims:
         try:
-            runs.append(train_classifier("pca-concat", options={**(options or {}), "pca_dims": int(k)}, **kwargs))
+            sized = dataclasses.replace(job, head="pca-concat", options={**job.options, "pca_dims": int(k)})
+            runs.append(fit_classifier(sized)[""])
         except PCADimsError:
             continue  # more dimensions than an input store has
     return runs
+
+
+TRAINERS.register("classify", Trainer("classify", fit_classifier, classifier_names,
+                                      lambda name: HEADS.get(name).setting_for(name), head_doc))
 
 
 # ---------------------------------------------------------------- a trained head's outputs as stores (teachers)
@@ -326,7 +307,7 @@ def write_head_stores(run: Run, *, names: Sequence[str], dataset: str | None = N
     `embedcache.fusion.export.embed` as the pooled store `<dataset>/<names[m]>.h5` (items, labels and links copied;
     model_id `run:<run id>`): an aligned teacher for `clfa` when no CLIP weights are at hand."""
     if len(names) != len(run.inputs):
-        raise ValueError(f"run {run.id} has {len(run.inputs)} inputs; got {len(names)} names {list(names)}")
+        raise BadInputError(f"run {run.id} has {len(run.inputs)} inputs; got {len(names)} names {list(names)}")
     return [embed(run, store=inp["path"], modality=m, name=name, dataset=dataset, data_dir=data_dir,
                   splits=None if splits is None else list(splits), force=force)
             for m, (inp, name) in enumerate(zip(run.inputs, names, strict=True))]

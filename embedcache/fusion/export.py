@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from embedcache import __version__
+from embedcache.devices import resolve_device
+from embedcache.errors import BadInputError
 from embedcache.fusion.heads import Head
 from embedcache.fusion.runs import Run, open_run
 from embedcache.fusion.views import View, load_view
@@ -46,12 +48,12 @@ def match_input(run: Run, attrs: dict[str, Any], dim: int) -> int:
     found = by_backbone if len(by_backbone) == 1 else by_modality if len(by_modality) == 1 else []
     if not found:
         sides = ", ".join(f"{i}: {x['backbone']} ({x['modality']})" for i, x in enumerate(inputs))
-        raise ValueError(f"cannot tell which input of run {run.id} the store of backbone {attrs.get('backbone')!r} "
-                         f"({attrs.get('modality')}) feeds; its inputs are {sides}. Pass modality=INDEX")
+        raise BadInputError(f"cannot tell which input of run {run.id} the store of backbone {attrs.get('backbone')!r} "
+                            f"({attrs.get('modality')}) feeds; its inputs are {sides}. Pass modality=INDEX")
     m = found[0]
     if run.head_spec.in_dims[m] != dim:
-        raise ValueError(f"run {run.id} input {m} takes {run.head_spec.in_dims[m]}-d vectors but the store holds "
-                         f"{dim}-d ones ({attrs.get('backbone')}); embed a store of {inputs[m]['backbone']}")
+        raise BadInputError(f"run {run.id} input {m} takes {run.head_spec.in_dims[m]}-d vectors but the store holds "
+                            f"{dim}-d ones ({attrs.get('backbone')}); embed a store of {inputs[m]['backbone']}")
     return m
 
 
@@ -84,7 +86,7 @@ def embed(
         "source_store": str(store),
         "source_fingerprint": source_fp, "source_tokens": tokens, "splits": names, "embedcache_version": __version__,
     }
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     head = run.load_head(dev)
     with StoreWriter(path, new_attrs, force=force) as writer:
         for split in names:

@@ -14,13 +14,15 @@ validation probabilities and labels, registered in LATE_FUSIONS:
   lowest-validation-loss epoch (the classifier keeps those weights, so it is its validation score).
 - `late-stacking`: a multinomial logistic regression on the concatenated validation probabilities (the
   meta-classifier the paper names as the fourth kind).
-`late_fusion(...)` is the orchestration: it trains (or finds) one classifier run per store, predicts the
-validation and test rows joined by id, fits every weighting on validation data only and writes one run JSON
-per weighting with its weights and test metrics. Test labels are read after all fitting, for the metrics.
+`fit_late`, the registered trainer `late-fusion`, is the orchestration: it trains (or finds) one classifier
+run per store, predicts the validation and test rows joined by id, fits every weighting on validation data only
+and writes one run JSON per weighting with its weights and test metrics. Test labels are read after all
+fitting, for the metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from embedcache.errors import BadInputError
+from embedcache.fusion.classify import evaluate_probs, find_val_split, fit_classifier, load_labelled, predict_proba
+from embedcache.fusion.jobs import TRAINERS, DataSpec, Trainer, TrainJob
+from embedcache.fusion.runs import Run, make_run_id, runs_dir, write_record
+from embedcache.fusion.train import check_stores
+from embedcache.fusion.views import PairData
 from embedcache.registry import Registry
+from embedcache.store import open_store
 
 # ---------------------------------------------------------------- pure weightings
 
@@ -39,7 +48,7 @@ def fuse(probs: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
     w = np.asarray(weights, np.float64)
     w = w[:, None] if w.ndim == 1 else w  # (M, 1) or (M, C)
     if w.shape[0] != p.shape[0] or w.shape[1] not in (1, p.shape[2]):
-        raise ValueError(f"weights {w.shape} do not fit {p.shape[0]} modalities of {p.shape[2]} classes")
+        raise BadInputError(f"weights {w.shape} do not fit {p.shape[0]} modalities of {p.shape[2]} classes")
     fused = (w[:, None, :] * p).sum(axis=0)  # (N, C)
     return fused / np.clip(fused.sum(axis=1, keepdims=True), 1e-12, None)
 
@@ -81,8 +90,8 @@ def min_loss_weights(scores: Sequence[float]) -> np.ndarray:
     """W_m = s_m / sum_m s_m from each modality's validation score at its lowest-validation-loss epoch."""
     s = np.asarray(scores, np.float64)
     if s.ndim != 1 or (s < 0).any() or s.sum() <= 0:
-        raise ValueError(f"min-loss weighting needs one non-negative validation score per modality, not all 0; "
-                         f"got {s.tolist()}")
+        raise BadInputError(f"min-loss weighting needs one non-negative validation score per modality, not all 0; "
+                            f"got {s.tolist()}")
     return s / s.sum()
 
 
@@ -90,7 +99,7 @@ def score_at_best_epoch(history: Sequence[dict[str, float]], score_key: str, los
     """The `score_key` value of the history row with the lowest `loss_key` (the first such row on ties)."""
     rows = [r for r in history if loss_key in r and score_key in r]
     if not rows:
-        raise ValueError(f"no history row holds both {loss_key!r} and {score_key!r}")
+        raise BadInputError(f"no history row holds both {loss_key!r} and {score_key!r}")
     return float(min(rows, key=lambda r: r[loss_key])[score_key])
 
 
@@ -143,12 +152,14 @@ LATE_FUSIONS: Registry[Callable[[FusionInputs], FittedFusion]] = Registry("late 
 
 @LATE_FUSIONS.register("late-average")
 def _average(x: FusionInputs) -> FittedFusion:
+    """Soft voting: every modality weighs 1/M."""
     m, c = x.shape
     return FittedFusion("late-average", np.full((m, c), 1.0 / m))
 
 
 @LATE_FUSIONS.register("late-detection-rate")
 def _detection_rate(x: FusionInputs) -> FittedFusion:
+    """Weights 1 - detection rate (+ class prior) per modality and class, from validation."""
     w = detection_rate_weights(x.val_probs, x.val_labels, x.priors, x.normalise)
     info = {"detection_rates": detection_rates(x.val_probs, x.val_labels).tolist(), "normalise": x.normalise,
             "priors": None if x.priors is None else np.asarray(x.priors).tolist()}
@@ -157,22 +168,24 @@ def _detection_rate(x: FusionInputs) -> FittedFusion:
 
 @LATE_FUSIONS.register("late-min-loss")
 def _min_loss(x: FusionInputs) -> FittedFusion:
+    """Weights each modality's validation score at its lowest-validation-loss epoch."""
     m, c = x.shape
     if len(x.val_scores) != m:
-        raise ValueError(f"late-min-loss needs {m} validation scores (one per modality); got {len(x.val_scores)}")
+        raise BadInputError(f"late-min-loss needs {m} validation scores (one per modality); got {len(x.val_scores)}")
     w = min_loss_weights(x.val_scores)
     return FittedFusion("late-min-loss", np.repeat(w[:, None], c, axis=1), info={"scores": list(x.val_scores)})
 
 
 @LATE_FUSIONS.register("late-stacking")
 def _stacking(x: FusionInputs) -> FittedFusion:
+    """A logistic regression on the concatenated validation probabilities."""
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(max_iter=2000, random_state=x.seed)
     model.fit(np.hstack([np.asarray(p, np.float64) for p in x.val_probs]), np.asarray(x.val_labels).ravel())
     if len(model.classes_) != x.shape[1]:
-        raise ValueError(f"late-stacking saw {len(model.classes_)} of {x.shape[1]} classes in the validation labels; "
-                         "every class must occur there")
+        raise BadInputError(f"late-stacking saw {len(model.classes_)} of {x.shape[1]} classes in the validation "
+                            "labels; every class must occur there")
     return FittedFusion("late-stacking", stacker=model)
 
 
@@ -185,101 +198,120 @@ def fit_fusion(method: str, inputs: FusionInputs) -> FittedFusion:
 
 
 DEFAULT_HEADS = {"image": "mlp-image", "text": "mlp-text"}  # per-modality classifier by store modality
+DEFAULT_SETTING = "shapes-text-image"  # MiniLM captions + EfficientNet-Lite0 images of the generated `shapes`
 
 
-def _component_runs(dataset: str, backbones: Sequence[str], heads: Sequence[str] | None, modalities: list[str],
-                    train_kwargs: dict[str, Any]) -> list[Any]:
-    from embedcache.fusion.classify import train_classifier
+@dataclass(frozen=True)
+class LateOptions:
+    """A late-fusion job's own options. methods: the weightings to fit (default: all of LATE_FUSIONS, or the
+    one the command names); heads: one classifier per store (default mlp-image / mlp-text by the store's
+    modality); score: the component validation metric of late-min-loss (`acc`, `macro_f1`, `weighted_f1`);
+    priors: add the training class priors in late-detection-rate; normalise: see NORMALISATIONS."""
 
+    methods: tuple[str, ...] = ()
+    heads: tuple[str, ...] = ()
+    score: str = "acc"
+    priors: bool = True
+    normalise: str = "classes"
+
+    @classmethod
+    def of(cls, job: TrainJob) -> LateOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(job.options) - known):
+            raise BadInputError(f"unknown late-fusion options {unknown}; known: {', '.join(sorted(known))}")
+        opts = {k: tuple(v) if k in ("methods", "heads") else v for k, v in job.options.items() if v is not None}
+        methods = opts.pop("methods", None) or ((job.head,) if job.head in LATE_FUSIONS else LATE_FUSIONS.names())
+        for method in methods:
+            LATE_FUSIONS.get(method)
+        return cls(methods=tuple(methods), **opts)
+
+
+def _component_runs(job: TrainJob, data: DataSpec, heads: Sequence[str], modalities: list[str]) -> list[Run]:
+    """One classifier run per store of `data`, each on its own store with the job's training settings; the
+    components take their own default settings (pairing, tokens), as a classifier trained alone would."""
     names = list(heads) if heads else [DEFAULT_HEADS.get(m, "mlp-text") for m in modalities]
-    if len(names) != len(backbones):
-        raise ValueError(f"one classifier head per store: {len(backbones)} stores, {len(names)} heads {names}")
-    return [train_classifier(h, dataset=dataset, backbones=(b,), **train_kwargs) for h, b in zip(names, backbones,
-                                                                                                   strict=True)]
+    if len(names) != len(data.backbones):
+        raise BadInputError(f"one classifier head per store: {len(data.backbones)} stores, {len(names)} heads {names}")
+    own = {"setting": None, "dataset": data.dataset, "val_split": data.val_split}
+    return [fit_classifier(dataclasses.replace(job, head=h, options={},
+                                               data=dataclasses.replace(job.data, backbones=(b,), **own)))[""]
+            for h, b in zip(names, data.backbones, strict=True)]
 
 
-def _modality_probs(runs: list[Any], data: Any) -> list[np.ndarray]:
+def _modality_probs(runs: list[Run], data: PairData) -> list[np.ndarray]:
     """Each component's probabilities on its own column of the joined rows (P, M)."""
-    from embedcache.fusion.classify import predict_proba
-    from embedcache.fusion.views import PairData
-
     return [predict_proba(run.load_head(), PairData([data.views[m]], data.rows[:, m : m + 1], data.labels))
             for m, run in enumerate(runs)]
 
 
 def _train_priors(paths: list[Path], split: str, num_classes: int) -> np.ndarray:
-    from embedcache.store import open_store
-
     for path in paths:
         with open_store(path) as store:
             labels = store.split(split).labels
         if labels is not None:
             return class_priors(labels, num_classes)
-    raise ValueError(f"no store among {paths} holds labels for split {split!r}")
+    raise BadInputError(f"no store among {paths} holds labels for split {split!r}")
 
 
-def late_fusion(
-    methods: Sequence[str] | None = None, *, setting: str | None = None, dataset: str | None = None,
-    backbones: Sequence[str] | None = None, heads: Sequence[str] | None = None,
-    data_dir: str | Path | None = None, train_split: str = "train", val_split: str | None = None,
-    test_split: str = "test", score: str = "acc", priors: bool = True, normalise: str = "classes", seed: int = 0,
-    runs_root: str | Path | None = None, force: bool = False, **train_kwargs: Any,
-) -> dict[str, Any]:
-    """Train one classifier per store (`heads`, default mlp-image / mlp-text by the store's modality; stores from
-    `dataset`/`backbones`, else the setting, default `shapes-text-image`: MiniLM + EfficientNet-Lite0), fit each
-    weighting in `methods` (default: all of LATE_FUSIONS) on the validation rows joined by id, and write one run
-    per weighting (`<runs>/<method>-<hash>/run.json`: weights, component runs, val and test metrics).
-
-    score: the component validation metric of late-min-loss (`acc`, `macro_f1`, `weighted_f1`); priors: add
-    the training class priors in late-detection-rate. train_kwargs go to train_classifier (epochs, lr, ...).
-    Returns {method: Run}.
-    """
-    from embedcache.fusion.classify import evaluate_probs, find_val_split, load_labelled
-    from embedcache.fusion.train import SETTINGS, check_stores
-
-    methods = list(methods or LATE_FUSIONS.names())
-    for method in methods:
-        LATE_FUSIONS.get(method)
-    st = SETTINGS.get(setting or "shapes-text-image")
-    dataset, backbones = dataset or st.dataset, tuple(backbones or st.backbones)
-    paths = check_stores("late-fusion", dataset, tuple(backbones), data_dir, None)
-    val_name = find_val_split(paths, val_split)
+def _late_data(job: TrainJob) -> tuple[DataSpec, list[Path], PairData]:
+    """The resolved data of a late-fusion job (its validation split found), the store paths and the
+    validation rows joined by id."""
+    _, data = job.data.resolve(DEFAULT_SETTING)
+    paths = check_stores("late-fusion", data.dataset, data.backbones, job.run.data_dir, None)
+    val_name = find_val_split(paths, data.val_split)
     if val_name is None:
-        raise ValueError(f"late fusion fits its weights on a validation split, and the stores {paths} share none "
-                         f"of {val_split or 'val/valid/validation/dev'}; extract a dataset with a validation split")
-    common = {"data_dir": data_dir, "train_split": train_split, "val_split": val_name, "test_split": test_split,
-              "seed": seed, "runs_root": runs_root, "force": force, **train_kwargs}
+        raise BadInputError(f"late fusion fits its weights on a validation split, and the stores {paths} share none "
+                            f"of {data.val_split or 'val/valid/validation/dev'}; extract a dataset with a validation "
+                            "split")
     val = load_labelled(paths, val_name)
     if val.labels.ndim != 1:
-        raise ValueError("late-fusion weightings are defined for single-label classes; these stores are multi-label")
-    runs = _component_runs(dataset, backbones, heads, [v.attrs.get("modality", "") for v in val.views], common)
+        raise BadInputError("late-fusion weightings are defined for single-label classes; these stores are "
+                            "multi-label")
+    return dataclasses.replace(data, val_split=val_name), paths, val
+
+
+def fit_late(job: TrainJob) -> dict[str, Run]:
+    """Train one classifier per store (LateOptions.heads; stores from the job's data, else the setting, default
+    `shapes-text-image`: MiniLM + EfficientNet-Lite0), fit each weighting in LateOptions.methods on the
+    validation rows joined by id, and write one run per weighting (`<runs>/<method>-<hash>/run.json`: weights,
+    component runs, val and test metrics). Test labels are read after all fitting. Returns {method: Run}.
+    """
+    lo = LateOptions.of(job)
+    data, paths, val = _late_data(job)
+    runs = _component_runs(job, data, lo.heads, [v.attrs.get("modality", "") for v in val.views])
     classes = runs[0].record["classes"]
     inputs = FusionInputs(tuple(_modality_probs(runs, val)), val.labels.numpy(),
-                          tuple(float(r.metrics["val"][score]) for r in runs),
-                          _train_priors(paths, train_split, len(classes)) if priors else None, normalise, seed)
-    fitted = {m: fit_fusion(m, inputs) for m in methods}  # everything fitted before any test label is read
-    test = load_labelled(paths, test_split)
+                          tuple(float(r.metrics["val"][lo.score]) for r in runs),
+                          _train_priors(paths, data.train_split, len(classes)) if lo.priors else None, lo.normalise,
+                          job.cfg.seed)
+    fitted = {m: fit_fusion(m, inputs) for m in lo.methods}  # everything fitted before any test label is read
+    test = load_labelled(paths, data.test_split)
     test_probs, test_y = _modality_probs(runs, test), test.labels.numpy()
     singles = {f"test_{run.inputs[0]['backbone']}": evaluate_probs(p, test_y, "single", classes)
                for run, p in zip(runs, test_probs, strict=True)}  # each component on the same joined test rows
-    options = {"score": score, "priors": priors, "normalise": normalise, "val_split": val_name,
-               "test_split": test_split, "val_rows": len(val), "test_rows": len(test)}
+    options = {"score": lo.score, "priors": lo.priors, "normalise": lo.normalise, "val_split": data.val_split,
+               "test_split": data.test_split, "val_rows": len(val), "test_rows": len(test)}
     out = {}
     for method, fusion in fitted.items():
         metrics = {"val": evaluate_probs(fusion.predict(inputs.val_probs), inputs.val_labels, "single", classes),
                    "test": evaluate_probs(fusion.predict(test_probs), test_y, "single", classes), **singles}
-        out[method] = _save(method, fusion, runs, paths, metrics, classes, options, runs_root)
+        record = {"method": method, "components": [r.id for r in runs], "inputs": [r.inputs[0] for r in runs],
+                  "stores": [str(p) for p in paths], "classes": classes, "options": options,
+                  "fusion": fusion.describe(), "metrics": metrics}
+        out[method] = _save(record, job.run.runs_root)
     return out
 
 
-def _save(method: str, fusion: FittedFusion, runs: list[Any], paths: list[Path], metrics: dict[str, Any],
-          classes: list[str], options: dict[str, Any], runs_root: str | Path | None) -> Any:
+def _save(record: dict[str, Any], runs_root: Path | None) -> Run:
     """Write `<runs>/<run_id>/run.json` (no checkpoint: the weights are in the JSON)."""
-    from embedcache.fusion.runs import make_run_id, runs_dir, write_record
+    run_id = make_run_id(record["method"], {"components": record["components"], "options": record["options"]})
+    return write_record({"run_id": run_id, "task": "late-fusion", **record}, runs_dir(runs_root))
 
-    components = [r.id for r in runs]
-    run_id = make_run_id(method, {"components": components, "options": options})
-    record = {"run_id": run_id, "task": "late-fusion", "method": method, "components": components,
-              "inputs": [r.inputs[0] for r in runs], "stores": [str(p) for p in paths], "classes": classes,
-              "options": options, "fusion": fusion.describe(), "metrics": metrics}
-    return write_record(record, runs_dir(runs_root))
+
+def _weighting_doc(name: str) -> str:
+    doc = (LATE_FUSIONS.get(name).__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
+
+
+TRAINERS.register("late-fusion", Trainer("late-fusion", fit_late, LATE_FUSIONS.names, lambda name: DEFAULT_SETTING,
+                                         _weighting_doc))

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 import torch
 
+from embedcache.errors import BadInputError
 from embedcache.fingerprint import canonical_json, fingerprint
 from embedcache.paths import data_dir as resolve_data_dir
 from embedcache.store import open_store
@@ -36,7 +37,7 @@ SCOPES = ("image", "topk")
 GATHER_ROWS = 1 << 16  # caption pairs compared per slice in per-image mining (2 x 65,536 x 384 fp32 = 192 MiB)
 
 
-class NoLinksError(ValueError):
+class NoLinksError(BadInputError):
     """Per-image mining needs the caption store to link each caption to its image."""
 
 
@@ -135,7 +136,7 @@ def mine_top_k(emb: torch.Tensor, threshold: float, top_k: int, *, block: int | 
     unordered pairs (i < j, cos). Time quadratic (row blocks against all rows), memory ~BLOCK_ELEMENTS plus the
     O(N top_k) result."""
     if top_k < 1:
-        raise ValueError(f"top_k must be >= 1; found {top_k}")
+        raise BadInputError(f"top_k must be >= 1; found {top_k}")
     z = torch.nn.functional.normalize(emb.float(), dim=-1)
     n = len(z)
     block = block or max(1, min(n, BLOCK_ELEMENTS // max(1, n)))
@@ -214,9 +215,9 @@ def ensure_pairs(store: str | Path, split: str = "train", threshold: float = 0.7
     use and cached (re-mined when the store's fingerprint changed, or with force). scope "image" (the authors'):
     captions of the same image only; "topk": each caption's `top_k` nearest captions across the split."""
     if scope not in SCOPES:
-        raise ValueError(f"unknown mining scope {scope!r}; known: {', '.join(SCOPES)}")
+        raise BadInputError(f"unknown mining scope {scope!r}; known: {', '.join(SCOPES)}")
     if scope == "topk" and not top_k:
-        raise ValueError("scope 'topk' mines across images and needs a bound: give top_k (--top-k on the command "
+        raise BadInputError("scope 'topk' mines across images and needs a bound: give top_k (--top-k on the command "
                          "line), e.g. 5")
     with open_store(Path(store)) as st:
         attrs = _attrs(st, split, threshold, scope, top_k)

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from embedcache import __version__
+from embedcache.errors import NotFoundError
 from embedcache.fingerprint import fingerprint, to_plain
 from embedcache.fusion.heads import Head, HeadSpec, create_head
 from embedcache.paths import results_dir
@@ -121,8 +122,8 @@ def open_run(ref: str | Path, root: str | Path | None = None) -> Run:
         if path.name == RUN_JSON and path.is_file():
             return Run(path.parent, json.loads(path.read_text()))
     known = ", ".join(r.id for r in list_runs(root)[-10:]) or "(none)"
-    raise FileNotFoundError(f"no run {str(ref)!r} (looked for {candidates[2]}); recent runs under "
-                            f"{runs_dir(root)}: {known}. Train one with `embedcache train HEAD`")
+    raise NotFoundError(f"no run {str(ref)!r} (looked for {candidates[2]}); recent runs under "
+                        f"{runs_dir(root)}: {known}. Train one with `embedcache train HEAD`")
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from embedcache import evaluate as ev
+from embedcache.devices import resolve_device
+from embedcache.errors import BadInputError
 from embedcache.fusion.export import encode_view
 from embedcache.fusion.heads import Head
 from embedcache.fusion.runs import Run, open_run
@@ -40,15 +42,15 @@ class Context:
                  ram_budget: int | None = None) -> None:
         self.run, self.data_dir, self.ram_budget = run, data_dir, ram_budget
         self.dataset = dataset or run.inputs[0]["dataset"]
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         self.head: Head = run.load_head(self.device)
 
     def side(self, modality: str, nth: int = 0) -> int:
         """Index of the nth head input of this modality ('image'/'text'); text-text runs have two text sides."""
         found = [i for i, x in enumerate(self.run.inputs) if x["modality"] == modality]
         if len(found) <= nth:
-            raise ValueError(f"run {self.run.id} has no {modality} input #{nth}; its inputs are "
-                             f"{[(x['backbone'], x['modality']) for x in self.run.inputs]}")
+            raise BadInputError(f"run {self.run.id} has no {modality} input #{nth}; its inputs are "
+                                f"{[(x['backbone'], x['modality']) for x in self.run.inputs]}")
         return found[nth]
 
     def path(self, m: int, dataset: str | None = None) -> Path:
@@ -121,7 +123,7 @@ def retrieval(ctx: Context, *, split: str = "test", ks: tuple[int, ...] = (1, 5,
     mi, mt = ctx.side("image"), ctx.side("text")
     images, texts = ctx.view(mi, split), ctx.view(mt, split)
     if texts.links is None:
-        raise ValueError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
+        raise BadInputError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
     ei, et = ctx.encode(mi, images), ctx.encode(mt, texts)
     keep = np.isin(texts.links, images.ids)  # captions whose image is in the image store
     et, links = et[torch.from_numpy(keep)], texts.links[keep]
@@ -143,7 +145,7 @@ def retrieval_rows(ctx: Context, *, split: str = "all", ks: tuple[int, ...] = (1
     mi, mt = ctx.side("image"), ctx.side("text")
     images, texts = ctx.view(mi, split), ctx.view(mt, split)
     if texts.links is None:
-        raise ValueError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
+        raise BadInputError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
     index = {str(i): r for r, i in enumerate(images.ids)}
     answer = np.array([index.get(str(link), -1) for link in texts.links])
     keep = answer >= 0  # captions whose image is in the image store
@@ -161,8 +163,8 @@ def _prompt_classes(view: View, num_classes: int) -> torch.Tensor:
     labels = np.asarray(view.labels)
     groups = [np.flatnonzero(labels == c) for c in range(num_classes)]
     if len({len(g) for g in groups}) != 1 or not len(groups[0]):
-        raise ValueError(f"the prompt store {view.path} must hold the same number (>0) of prompts for each of the "
-                         f"{num_classes} classes; found {[len(g) for g in groups]}")
+        raise BadInputError(f"the prompt store {view.path} must hold the same number (>0) of prompts for each of the "
+                            f"{num_classes} classes; found {[len(g) for g in groups]}")
     return torch.from_numpy(np.stack(groups))
 
 
@@ -190,8 +192,8 @@ def zero_shot(ctx: Context, *, split: str = "test", prompt_store: str | Path | N
 
 def _labelled(view: View) -> np.ndarray:
     if view.labels is None or np.asarray(view.labels).ndim != 1:
-        raise ValueError(f"{view.path} split {view.split!r} needs single-label classes for a probe; "
-                         f"found {None if view.labels is None else np.asarray(view.labels).shape}")
+        raise BadInputError(f"{view.path} split {view.split!r} needs single-label classes for a probe; "
+                            f"found {None if view.labels is None else np.asarray(view.labels).shape}")
     return np.flatnonzero(np.asarray(view.labels) >= 0)
 
 
@@ -242,11 +244,11 @@ def _pair_scores(ctx: Context, split: str, dataset: str | None, sides: tuple[int
     a_side, b_side = sides or (texts[0], texts[-1])
     va, vb = ctx.view(a_side, split, dataset), ctx.view(b_side, split, dataset)
     if va.pairs is None:
-        raise ValueError(f"split {split!r} of {va.path} holds no text pairs; pick a dataset/split with pairs")
+        raise BadInputError(f"split {split!r} of {va.path} holds no text pairs; pick a dataset/split with pairs")
     a_ids, b_ids, gold = va.pairs
     ra, rb = torch.from_numpy(va.rows_of(a_ids)), torch.from_numpy(vb.rows_of(b_ids))
     if (ra < 0).any() or (rb < 0).any():
-        raise ValueError(f"{int((ra < 0).sum() + (rb < 0).sum())} pair ids are missing from the stores of {split!r}")
+        raise BadInputError(f"{int((ra < 0).sum() + (rb < 0).sum())} pair ids are missing from the stores of {split!r}")
     scores = {"": ev.paired_cosine(ctx.encode(a_side, va)[ra], ctx.encode(b_side, vb)[rb]).numpy()}
     for m in dict.fromkeys((a_side, b_side)):  # raw baselines: both texts through the same frozen backbone
         raw = ctx.view(m, split, dataset, raw=True)
@@ -273,8 +275,8 @@ def pair_classification(ctx: Context, *, split: str = "test", threshold_split: s
     """Paraphrase-style pairs: a cosine threshold chosen on `threshold_split` (never the test split), applied on
     `split`; per-class metrics and the majority-class floor. label_threshold turns graded scores into 0/1."""
     if threshold_split == split:
-        raise ValueError(f"the threshold must come from training or validation pairs, not the evaluated split "
-                         f"{split!r}; pass threshold_split='train' or 'val'")
+        raise BadInputError(f"the threshold must come from training or validation pairs, not the evaluated split "
+                            f"{split!r}; pass threshold_split='train' or 'val'")
     fit_scores, fit_gold, _ = _pair_scores(ctx, threshold_split, None, sides)
     scores, gold, info = _pair_scores(ctx, split, None, sides)
     fit_y, y = _binary(fit_gold, label_threshold), _binary(gold, label_threshold)
@@ -289,5 +291,5 @@ def _binary(gold: np.ndarray, label_threshold: float | None) -> np.ndarray:
     if label_threshold is not None:
         return (gold >= label_threshold).astype(np.int64)
     if not np.isin(gold, (0, 1)).all():
-        raise ValueError("pair scores are graded, not 0/1 labels; pass label_threshold (e.g. 4.0) to binarise them")
+        raise BadInputError("pair scores are graded, not 0/1 labels; pass label_threshold (e.g. 4.0) to binarise them")
     return gold.astype(np.int64)

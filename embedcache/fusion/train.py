@@ -3,8 +3,9 @@
 `fit` is the generic loop: the head supplies its loss for a batch; an epoch is a seeded permutation of the
 pair rows sliced into minibatches (no per-item Dataset/DataLoader); AdamW, ReduceLROnPlateau and early
 stopping on the validation loss with the CBMF authors' defaults; the best epoch's weights are kept.
-`train` resolves a head's default setting (stores, pairing), loads and joins the stores by id, calls `fit`
-and writes the run (embedcache.fusion.runs). Stage two never imports transformers or timm.
+`fit_alignment`, the registered trainer of alignment heads (`align`, see embedcache.fusion.jobs), resolves a
+head's default setting (stores, pairing), loads and joins the stores by id, calls `fit` and writes the run
+(embedcache.fusion.runs). Stage two never imports transformers or timm.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -23,27 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.devices import resolve_device
+from embedcache.errors import BadInputError, UserError
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.heads import HEADS, Head, HeadSpec, create_head
+from embedcache.fusion.jobs import TRAINERS, DataSpec, TrainCfg, Trainer, TrainJob
+from embedcache.fusion.pairings import join
 from embedcache.fusion.runs import Run, find_run, make_run_id, save_run
-from embedcache.fusion.views import Epoch, PairData, join, load_view
+from embedcache.fusion.settings import SETTINGS, SettingSpec
+from embedcache.fusion.views import Epoch, PairData, load_view
 from embedcache.paths import store_path
-from embedcache.registry import Registry
 
-
-@dataclass(frozen=True)
-class TrainCfg:
-    """Optimisation settings; defaults are the CBMF authors' (batch 64, AdamW 1e-3/1e-3, plateau 5 x0.8)."""
-
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    plateau_patience: int = 5
-    plateau_factor: float = 0.8
-    early_stop_patience: int = 5
-    seed: int = 0
-    drop_last: bool = True  # a ragged last batch of a few items is a poor contrastive step
+__all__ = ["SETTINGS", "FitResult", "SettingSpec", "StoresMissingError", "TrainCfg", "fit", "fit_alignment"]
 
 
 @dataclass
@@ -57,26 +49,13 @@ class FitResult:
     train_seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    """A training setting: which stores a head aligns and how their rows pair up by default."""
+class StoresMissingError(UserError, FileNotFoundError):
+    """The stores a training needs do not exist; the message and `fix` give the extract commands that make them."""
 
-    name: str
-    dataset: str
-    backbones: tuple[str, ...]
-    pairing: str  # a views.PAIRINGS name, or "mined" (pairs from embedcache.fusion.mining)
-    miner: str | None = None  # backbone of the store the pairs are mined from (the paper: MiniLM)
-    threshold: float = 0.7
-    description: str = ""
-
-
-SETTINGS: Registry[SettingSpec] = Registry("training setting")
-SETTINGS.register("text-image", SettingSpec(
-    "text-image", "shapes", ("effnet-lite0", "minilm"), "links",
-    description="CBMF text-image, offline: images and their captions of the generated `shapes` data"))
-SETTINGS.register("text-text", SettingSpec(
-    "text-text", "shapes", ("minilm", "mpnet"), "mined", miner="minilm", threshold=0.7,
-    description="CBMF text-text, offline: caption pairs with MiniLM cosine >= 0.7, MiniLM x MPNet"))
+    def __init__(self, head: str, missing: Mapping[Path, str], where: str = "") -> None:
+        lines = "\n".join(f"  {cmd}" for cmd in missing.values())
+        super().__init__(f"`embedcache train {head}` needs the stores {', '.join(str(p) for p in missing)}{where}; "
+                         f"make them with:\n{lines}", fix="; ".join(missing.values()))
 
 
 # The most minibatches an epoch (and a validation pass) runs; None: all. Set only by `step_cap` (the rehearsal,
@@ -98,10 +77,6 @@ def capped_rows(rows: int, batch_size: int) -> int:
     """`rows`, or the rows of `step_cap` minibatches when a cap is set (for loops outside `fit`: fine-tuning)."""
     cap = _STEP_CAP.get()
     return rows if cap is None else min(rows, cap * batch_size)
-
-
-class StoresMissingError(FileNotFoundError):
-    """The stores a training needs do not exist; the message lists the extract commands that make them."""
 
 
 # ---------------------------------------------------------------- the loop
@@ -136,8 +111,8 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
         ) -> FitResult:
     """Train `head` in place on `train`, early-stopping on `val` loss; the head ends with its best weights."""
     if len(train) == 0 or len(val) == 0:
-        raise ValueError(f"training needs rows in both sets; found {len(train)} training and {len(val)} validation "
-                         "rows: check the splits and the pairing")
+        raise BadInputError(f"training needs rows in both sets; found {len(train)} training and {len(val)} validation "
+                            "rows: check the splits and the pairing")
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in head.parameters() if p.requires_grad]
     # fused: one kernel for the whole update, on the CPU as on the GPU (same AdamW arithmetic)
@@ -154,6 +129,9 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
             lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with (the scheduler may lower it below)
             train_loss = _train_epoch(head, train, batches, opt, display)
             val_loss = evaluate_loss(head, val, cfg.batch_size, cfg.seed)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):  # NaN in a store, or a diverging lr
+                raise BadInputError(f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}); "
+                                    "nothing was saved", fix="check the stores with `embedcache verify`, or lower --lr")
             sched.step(val_loss)
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
@@ -228,37 +206,35 @@ def check_stores(head: str, dataset: str, backbones: tuple[str, ...], data_dir: 
                  tokens: bool | None) -> list[Path]:
     """The store paths of (dataset, backbone); raise StoresMissingError with the extract commands if any is missing."""
     paths = [store_path(dataset, b, data_dir) for b in backbones]
-    missing = [(b, p) for b, p in zip(backbones, paths, strict=True) if not p.exists()]
+    missing = {p: extract_command(dataset, b, tokens=bool(tokens), data_dir=data_dir)
+               for b, p in zip(backbones, paths, strict=True) if not p.exists()}
     if missing:
-        lines = "\n".join(f"  {extract_command(dataset, b, tokens=bool(tokens), data_dir=data_dir)}"
-                          for b, _ in missing)
-        raise StoresMissingError(f"`embedcache train {head}` needs the stores {', '.join(str(p) for _, p in missing)}"
-                                 f" (dataset {dataset!r}, backbones {', '.join(backbones)}); make them with:\n{lines}")
+        raise StoresMissingError(head, missing, f" (dataset {dataset!r}, backbones {', '.join(backbones)})")
     return paths
 
 
-def load_pairs_data(paths: list[Path], split: str, *, pairing: str, tokens: bool | None, miner_path: Path | None,
-                    threshold: float, data_dir: str | Path | None, ram_budget: int | None = None,
-                    mining: dict[str, Any] | None = None) -> tuple[PairData, dict[str, Any]]:
-    """Load the split of every store and join them; for pairing 'mined' mine (or reuse) the caption pairs with
-    the miner store (`mining`: scope 'image' or 'topk', top_k, self_pairs; embedcache.fusion.mining). Token arrays
-    above `ram_budget` bytes (default: a share of the free RAM) are streamed (embedcache.fusion.views)."""
-    views = [load_view(p, split, tokens=tokens, ram_budget=ram_budget) for p in paths]
-    info: dict[str, Any] = {"pairing": pairing, "split": split}
-    if pairing == "mined":
+def load_pairs_data(paths: list[Path], split: str, data: DataSpec, miner_path: Path | None,
+                    data_dir: str | Path | None) -> tuple[PairData, dict[str, Any]]:
+    """Load the split of every store and join them by `data.pairing`; for pairing 'mined' mine (or reuse) the
+    caption pairs of the store at `miner_path` (`data.mining`: scope 'image' (default) or 'topk', top_k,
+    self_pairs; embedcache.fusion.mining). Token arrays above `data.ram_budget` bytes are streamed."""
+    views = [load_view(p, split, tokens=data.tokens, ram_budget=data.ram_budget) for p in paths]
+    info: dict[str, Any] = {"pairing": data.pairing, "split": split}
+    if data.pairing == "mined":
         from embedcache.fusion.mining import ensure_pairs
 
-        opts = {"scope": "image", "top_k": None, "self_pairs": True, **(mining or {})}
-        mined = ensure_pairs(miner_path or paths[0], split, threshold, scope=opts["scope"], top_k=opts["top_k"],
+        miner_path = miner_path or paths[0]
+        opts = {"scope": "image", "top_k": None, "self_pairs": True, **(data.mining or {})}
+        mined = ensure_pairs(miner_path, split, data.threshold, scope=opts["scope"], top_k=opts["top_k"],
                              data_dir=data_dir)
         a, b = mined.training_pairs(opts["self_pairs"])
-        data = join(views, "table", a_ids=a, b_ids=b)
-        info.update(pairs_file=str(mined.path), pairs_fingerprint=mined.fingerprint, threshold=threshold,
-                    mined_pairs=len(mined), miner=str(miner_path or paths[0]), **opts)
+        joined = join(views, "table", a_ids=a, b_ids=b)
+        info.update(pairs_file=str(mined.path), pairs_fingerprint=mined.fingerprint, threshold=data.threshold,
+                    mined_pairs=len(mined), miner=str(miner_path), **opts)
     else:
-        data = join(views, pairing)
-    info.update(rows=len(data), dropped=data.dropped)
-    return data, info
+        joined = join(views, data.pairing)
+    info.update(rows=len(joined), dropped=joined.dropped)
+    return joined, info
 
 
 def holdout(data: PairData, fraction: float, seed: int) -> tuple[PairData, PairData]:
@@ -309,74 +285,85 @@ def say_streamed(*datas: PairData) -> None:
                           "blocks and the block order each epoch")
 
 
-def train(
-    head: str = "cbmf-add", *, setting: str | None = None, dataset: str | None = None,
-    backbones: tuple[str, ...] | list[str] | None = None, data_dir: str | Path | None = None,
-    train_split: str = "train", val_split: str = "val", val_fraction: float = 0.1, pairing: str | None = None,
-    threshold: float | None = None, tokens: bool | None = None, epochs: int = 100, batch_size: int = 64,
-    lr: float = 1e-3, weight_decay: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.8,
-    early_stop_patience: int = 5, seed: int = 0, targets: str | None = None, options: dict[str, Any] | None = None,
-    device: str | None = None, progress: bool = True, runs_root: str | Path | None = None, force: bool = False,
-    ram_budget: int | None = None, miner: str | None = None, mining: dict[str, Any] | None = None,
-) -> Run:
-    """Train the registered head `head` from stores and write its run; returns the finished Run.
-
-    Unset dataset/backbones/pairing/threshold come from the head's default setting (SETTINGS; `cbmf-add`:
-    text-image on `shapes`, effnet-lite0 + minilm). tokens: True/False, or None to use token sequences when
-    the stores hold them; token arrays above `ram_budget` bytes (default: 60% of the free RAM) are streamed
-    from the store in blocks (embedcache.fusion.views). val_split missing from the stores: `val_fraction` of the
-    training groups is held out. targets ('hard'/'soft') and `options` set head options. An identical finished
-    run (same run id) is returned without retraining unless `force`. For pairing 'mined', `miner` is the backbone
-    of the sentence-embedding store the pairs are mined from (default: the setting's, MiniLM as in the paper;
-    it need not be an input) and `mining` the embedcache.fusion.mining options (scope 'image' by default).
-    """
-    st = SETTINGS.get(setting or HEADS.get(head).setting_for(head))
-    dataset, backbones = dataset or st.dataset, tuple(backbones or st.backbones)
-    pairing, threshold = pairing or st.pairing, st.threshold if threshold is None else threshold
-    paths = check_stores(head, dataset, backbones, data_dir, tokens)
+def _align_data(job: TrainJob, data: DataSpec, miner: str | None) -> tuple[PairData, PairData, list[Any]]:
+    """Train and validation rows of an alignment job (validation held out when the stores lack the split), and
+    their descriptions [train_info, val_info]."""
+    paths = check_stores(job.head, data.dataset, data.backbones, job.run.data_dir, data.tokens)
     miner_path = None
-    if pairing == "mined":
-        miner_path = check_stores(head, dataset, (miner or st.miner or backbones[0],), data_dir, False)[0]
-    t0 = time.perf_counter()
-    load = {"pairing": pairing, "tokens": tokens, "miner_path": miner_path, "threshold": threshold,
-            "data_dir": data_dir, "ram_budget": ram_budget, "mining": mining}
-    train_data, train_info = load_pairs_data(paths, train_split, **load)
+    if data.pairing == "mined":  # the miner need not be an input (the paper: MiniLM pairs, BERT x RoBERTa trained)
+        miner_name = data.miner or miner or data.backbones[0]
+        miner_path = check_stores(job.head, data.dataset, (miner_name,), job.run.data_dir, False)[0]
+    train_data, train_info = load_pairs_data(paths, data.train_split, data, miner_path, job.run.data_dir)
+    val_split = data.val_split or "val"
     if all(val_split in _splits(p) for p in paths):
-        val_data, val_info = load_pairs_data(paths, val_split, **load)
+        val_data, val_info = load_pairs_data(paths, val_split, data, miner_path, job.run.data_dir)
     else:
-        train_data, val_data = holdout(train_data, val_fraction, seed)
-        val_info = {"held_out_from": train_split, "fraction": val_fraction, "rows": len(val_data)}
+        train_data, val_data = holdout(train_data, data.val_fraction, job.cfg.seed)
+        val_info = {"held_out_from": data.train_split, "fraction": data.val_fraction, "rows": len(val_data)}
+    return train_data, val_data, [train_info, val_info]
+
+
+def fit_alignment(job: TrainJob) -> dict[str, Run]:
+    """Train the registered alignment head `job.head` from stores and write its run: {"": Run}.
+
+    Unset data fields come from the head's default setting (SETTINGS; `cbmf-add`: text-image on `shapes`,
+    effnet-lite0 + minilm); `job.options` are head options (`targets`: 'hard'/'soft'). The run id hashes the
+    head spec, TrainCfg, store fingerprints, pairing and splits: an identical finished run is returned without
+    retraining unless `job.run.force`.
+    """
+    st, data = job.data.resolve(HEADS.get(job.head).setting_for(job.head))
+    t0 = time.perf_counter()
+    train_data, val_data, infos = _align_data(job, data, st.miner)
     load_seconds = time.perf_counter() - t0
-    opts = {**(options or {}), **({"targets": targets} if targets else {})}
-    spec = HeadSpec.create(head, [v.dim for v in train_data.views],
-                           [v.attrs.get("modality", "") for v in train_data.views], **opts)
-    cfg = TrainCfg(epochs, batch_size, lr, weight_decay, plateau_patience, plateau_factor, early_stop_patience, seed)
-    key = {"head": spec, "train": cfg, "inputs": inputs_key(train_data),
-           "pairs": [train_info, val_info], "splits": [train_split, val_split]}
-    if HEADS.get(head).revision:  # the head's default computation changed: never reuse a run of the old one
-        key["revision"] = HEADS.get(head).revision
-    run_id, done = find_or_seed(head, key, seed=seed, force=force, runs_root=runs_root)
+    spec = HeadSpec.create(job.head, [v.dim for v in train_data.views],
+                           [v.attrs.get("modality", "") for v in train_data.views], **job.options)
+    key = {"head": spec, "train": job.cfg, "inputs": inputs_key(train_data),
+           "pairs": infos, "splits": [data.train_split, data.val_split or "val"]}
+    if HEADS.get(job.head).revision:  # the head's default computation changed: never reuse a run of the old one
+        key["revision"] = HEADS.get(job.head).revision
+    run_id, done = find_or_seed(job.head, key, seed=job.cfg.seed, force=job.run.force, runs_root=job.run.runs_root)
     if done is not None:
-        return done
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return {"": done}
+    dev = resolve_device(job.run.device)
     model = create_head(spec).to(dev)
-    if progress:
+    if job.run.progress:
         say_streamed(train_data, val_data)
-    result = fit(model, train_data.to(dev), val_data.to(dev), cfg, progress=progress)
+    result = fit(model, train_data.to(dev), val_data.to(dev), job.cfg, progress=job.run.progress)
     record = {
-        "run_id": run_id, "head": spec, "head_cfg": asdict(model.cfg), "train": cfg, "seed": seed,
-        "setting": {"name": st.name, "dataset": dataset, "backbones": backbones, "pairing": pairing},
-        "inputs": run_inputs(train_data),
-        "pairs": {"train": train_info, "val": val_info}, "device": str(dev),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "metrics": {"train": {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-                              "epochs_run": len(result.history), "stopped_early": float(result.stopped_early)}},
-        "history": result.history,
-        "timings": {"load_s": load_seconds, "train_s": result.train_seconds,
-                    "epoch_s_mean": float(np.mean([h["seconds"] for h in result.history])),
-                    "items_per_s_mean": float(np.mean([h["items_per_s"] for h in result.history]))},
+        "run_id": run_id, "head": spec, "head_cfg": asdict(model.cfg), "train": job.cfg, "seed": job.cfg.seed,
+        "setting": {"name": st.name, "dataset": data.dataset, "backbones": data.backbones, "pairing": data.pairing},
+        "inputs": run_inputs(train_data), "pairs": {"train": infos[0], "val": infos[1]}, "device": str(dev),
+        "parameters": sum(p.numel() for p in model.parameters()), "history": result.history,
+        "metrics": {"train": fit_summary(result)}, "timings": {"load_s": load_seconds, **fit_timings(result)},
     }
-    return save_run(to_plain(record), model, runs_root)
+    return {"": save_run(to_plain(record), model, job.run.runs_root)}
+
+
+def fit_summary(result: FitResult) -> dict[str, float]:
+    """The run record's training summary of one `fit`."""
+    return {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history), "stopped_early": float(result.stopped_early)}
+
+
+def fit_timings(result: FitResult) -> dict[str, float]:
+    """Training time, mean epoch time and mean throughput of one `fit`."""
+    return {"train_s": result.train_seconds,
+            "epoch_s_mean": float(np.mean([h["seconds"] for h in result.history])),
+            "items_per_s_mean": float(np.mean([h["items_per_s"] for h in result.history]))}
+
+
+def _alignment_heads() -> list[str]:
+    return [n for n in HEADS.names() if getattr(HEADS.get(n), "task", "align") == "align"]
+
+
+def head_doc(name: str) -> str:
+    """The first line of a registered head's docstring."""
+    doc = (HEADS.get(name).__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+TRAINERS.register("align", Trainer("align", fit_alignment, _alignment_heads,
+                                   lambda name: HEADS.get(name).setting_for(name), head_doc))
 
 
 def _splits(path: Path) -> list[str]:

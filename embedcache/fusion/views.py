@@ -12,17 +12,13 @@ keeps a `TokenStream` and holds one block of rows at a time, read from the store
 bytes at a random offset each epoch), shuffles the block order and the rows within each block: the
 negatives of a minibatch come from its block. Pooled vectors are always held whole.
 
-Pairings (how the rows of different stores belong together) are registered in PAIRINGS:
-- "links": one anchor store without links (images) and stores whose items link to anchor ids (captions);
-  every caption gives one row (image row, caption row, ...). An image is repeated over its captions.
-- "ids": items with the same id in every store (one caption set embedded by two text backbones).
-- "table": explicit (a id, b id) pairs between two stores, e.g. mined caption pairs (embedcache.fusion.mining).
+How the rows of different stores belong together (the pairings, and `join`) is embedcache.fusion.pairings.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedcache.errors import BadInputError, UserError
 from embedcache.fusion.heads.base import Batch
-from embedcache.registry import Registry
-from embedcache.store import open_store
+from embedcache.store import StoreError, open_store
 
 RAM_FRACTION = 0.6  # token arrays up to this share of the free RAM are read whole; larger ones are streamed
 TOKEN_BYTES = 2  # tokens are held as fp16
 
 
-class StreamError(RuntimeError):
+class StreamError(UserError, RuntimeError):
     """Streamed token rows cannot be served the way asked (says why and what to do instead)."""
 
 
@@ -54,6 +50,7 @@ class TokenStream:
     width: int
     window_bytes: int
     fixed: bool  # every row has the same number of tokens: blocks are (n, L, D), no mask
+    fingerprint: str = ""  # of the store the view was loaded from: each block's read checks it is still that store
     window: tuple[int, int] = (0, 0)
     reads: int = 0
     bytes_read: int = 0
@@ -73,7 +70,12 @@ class TokenStream:
     def read(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token rows [lo, hi) as (tokens, local offsets) in the View layout, read in one contiguous read."""
         with open_store(self.path) as store:
-            flat, off = store.split(self.split).token_rows(lo, hi, dtype=np.float16)
+            sp = store.split(self.split)
+            if store.fingerprint != self.fingerprint or not np.array_equal(sp.offsets(), self.offsets):
+                raise StoreError(f"store {self.path} changed while it was streamed (fingerprint {self.fingerprint} "
+                                 f"-> {store.fingerprint}, or other token rows): a run must not mix two stores; "
+                                 "rerun once the store is rebuilt")
+            flat, off = sp.token_rows(lo, hi, dtype=np.float16)
         self.reads, self.bytes_read = self.reads + 1, self.bytes_read + flat.nbytes
         return _token_tensors(flat, off, self.width, self.fixed)
 
@@ -209,7 +211,7 @@ def _token_tensors(flat: np.ndarray, offsets: np.ndarray, width: int, fixed: boo
     return tokens, torch.from_numpy(offsets.astype(np.int64))
 
 
-def _load_tokens(split: Any, path: Path, ram_budget: int | None
+def _load_tokens(split: Any, path: Path, ram_budget: int | None, fingerprint: str = ""
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, TokenStream | None]:
     """The split's tokens whole (one contiguous read) when they fit the budget, else a TokenStream."""
     offsets = split.offsets()
@@ -223,7 +225,8 @@ def _load_tokens(split: Any, path: Path, ram_budget: int | None
         return (*_token_tensors(flat, off, width, fixed), None)
     largest_row = int(lengths.max()) * width * TOKEN_BYTES
     window = max(budget // 2, largest_row)  # two streamed stores (image and text tokens) fit the budget together
-    return None, None, TokenStream(path, split.name, np.asarray(offsets, np.int64), width, window, fixed)
+    return None, None, TokenStream(path, split.name, np.asarray(offsets, np.int64), width, window, fixed,
+                                   fingerprint)
 
 
 def load_view(path: str | Path, split: str, *, tokens: bool | None = False, ram_budget: int | None = None) -> View:
@@ -235,11 +238,11 @@ def load_view(path: str | Path, split: str, *, tokens: bool | None = False, ram_
         s = store.split(split)
         use_tokens = s.has_tokens if tokens is None else tokens
         if use_tokens and not s.has_tokens:
-            raise ValueError(f"split {split!r} of {path} has no tokens; re-extract with them: "
-                             f"`embedcache extract {store.attrs.get('dataset', path.parent.name)} "
-                             f"--model {store.attrs.get('backbone', path.stem)} --tokens --force`, "
-                             "or train on pooled vectors (`--pooled`)")
-        tok, off, stream = _load_tokens(s, path, ram_budget) if use_tokens else (None, None, None)
+            raise BadInputError(f"split {split!r} of {path} has no tokens; re-extract with them: "
+                                f"`embedcache extract {store.attrs.get('dataset', path.parent.name)} "
+                                f"--model {store.attrs.get('backbone', path.stem)} --tokens --force`, "
+                                "or train on pooled vectors (`--pooled`)")
+        tok, off, stream = _load_tokens(s, path, ram_budget, store.fingerprint) if use_tokens else (None, None, None)
         return View(path=str(path), split=split, ids=np.asarray(s.ids).astype(str),
                     pooled=torch.from_numpy(s.pooled(np.float32)), tokens=tok, offsets=off, labels=s.labels,
                     links=None if s.links is None else np.asarray(s.links).astype(str), pairs=s.pairs,
@@ -287,50 +290,6 @@ def _offsets(view: View) -> torch.Tensor:
         return view.offsets
     n, length = view.tokens.shape[:2]  # fixed length (N, L, D)
     return torch.arange(n + 1, device=view.tokens.device) * length
-
-
-# ---------------------------------------------------------------- joining views by id
-
-Pairing = Callable[..., np.ndarray]
-PAIRINGS: Registry[Pairing] = Registry("pairing")
-
-
-class PairingError(ValueError):
-    """The stores cannot be joined the way asked (says what is missing and how to fix it)."""
-
-
-@PAIRINGS.register("links")
-def pair_by_links(views: Sequence[View]) -> np.ndarray:
-    """(P, M) rows: one per item of the linking stores whose link is an anchor id (captions -> image)."""
-    anchors = [i for i, v in enumerate(views) if v.links is None]
-    linked = [i for i, v in enumerate(views) if v.links is not None]
-    if len(anchors) != 1 or not linked:
-        raise PairingError(f"pairing 'links' needs exactly one store without links (the anchor) and at least one "
-                           f"with links; found {len(anchors)} without and {len(linked)} with: "
-                           f"{[v.path for v in views]}. Use pairing 'ids' for stores of the same items")
-    base = views[linked[0]]
-    rows = np.full((len(base), len(views)), -1, np.int64)
-    rows[:, linked[0]] = np.arange(len(base))
-    rows[:, anchors[0]] = views[anchors[0]].rows_of(base.links)
-    for i in linked[1:]:
-        rows[:, i] = views[i].rows_of(base.ids)
-    return rows
-
-
-@PAIRINGS.register("ids")
-def pair_by_ids(views: Sequence[View]) -> np.ndarray:
-    """(P, M) rows of the ids present in every store, in the first store's order."""
-    rows = np.stack([v.rows_of(views[0].ids) for v in views], axis=1)
-    return rows
-
-
-@PAIRINGS.register("table")
-def pair_from_table(views: Sequence[View], a_ids: Sequence[str], b_ids: Sequence[str]) -> np.ndarray:
-    """(P, 2) rows of explicit pairs: a ids in the first store, b ids in the second."""
-    if len(views) != 2:
-        raise PairingError(f"pairing 'table' joins exactly two stores; found {len(views)}")
-    rows = np.stack([views[0].rows_of(a_ids), views[1].rows_of(b_ids)], axis=1)
-    return rows
 
 
 @dataclass
@@ -453,16 +412,3 @@ def _block_slices(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     else:
         cuts[-1] = n
     return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
-
-
-def join(views: list[View], pairing: str = "links", **kwargs: Any) -> PairData:
-    """Join views with a registered pairing into PairData (rows on the CPU; call .to(device) to move).
-
-    Pairings return (P, M) rows with -1 where a store lacks the partner; those rows are dropped and counted.
-    """
-    rows = PAIRINGS.get(pairing)(views, **kwargs)
-    keep = (rows >= 0).all(axis=1)
-    if not keep.any():
-        raise PairingError(f"pairing {pairing!r} found no items shared by {[f'{v.path}:{v.split}' for v in views]}; "
-                           "are these stores of the same dataset and split?")
-    return PairData(views, torch.from_numpy(np.ascontiguousarray(rows[keep])), dropped=int((~keep).sum()))

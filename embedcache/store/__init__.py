@@ -28,13 +28,18 @@ renamed, so a shard is either absent or whole). When every shard of a split exis
 final path. A SIGKILL at any moment therefore loses at most the shard in flight, and the final file is always
 the old complete one or the new complete one, never partial.
 
-The package: `layout` (attrs, fingerprint, errors, shard files, split arrays), `writer` (StoreWriter) and
-`reader` (open_store, Store, StoreSplit, list_stores).
+Each split group records ``sha256`` (JSON: the sha256 of the bytes of pooled and tokens, hashed while merging).
+
+The package: `layout` (attrs, fingerprint, errors, shard files, split arrays), `writer` (StoreWriter),
+`reader` (open_store, Store, StoreSplit, list_stores) and `integrity` (verify_store; the cheap structural
+check that the writer, the readers and `ls` run before trusting a file).
 """
 
+from embedcache.store.integrity import verify_store
 from embedcache.store.layout import (
     DTYPES,
     SCHEMA_VERSION,
+    DamagedStoreError,
     IncompleteStoreError,
     ShardData,
     StaleStoreError,
@@ -48,7 +53,7 @@ from embedcache.store.reader import Store, StoreSplit, StoreSummary, list_stores
 from embedcache.store.writer import StoreWriter
 
 __all__ = [
-    "DTYPES", "SCHEMA_VERSION", "IncompleteStoreError", "ShardData", "StaleStoreError", "Store", "StoreError",
-    "StoreLockedError", "StoreSplit", "StoreSummary", "StoreWriter", "full_attrs", "list_stores", "open_store",
-    "parts_dir", "store_fingerprint", "summarize",
+    "DTYPES", "SCHEMA_VERSION", "DamagedStoreError", "IncompleteStoreError", "ShardData", "StaleStoreError",
+    "Store", "StoreError", "StoreLockedError", "StoreSplit", "StoreSummary", "StoreWriter", "full_attrs",
+    "list_stores", "open_store", "parts_dir", "store_fingerprint", "summarize", "verify_store",
 ]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from embedcache.errors import BadInputError, UserError
 from embedcache.fingerprint import diff_keys, fingerprint, to_plain
 
 SCHEMA_VERSION: int = 1
@@ -24,10 +26,11 @@ _RESERVED = ("fingerprint", "complete", "json_attrs")  # bookkeeping attrs the w
 _STR = h5py.string_dtype("utf-8")
 _WINDOW_BYTES = 64 << 20  # rows copied per step while merging: bounds memory, not the layout
 _SHARD_RE = re.compile(r"^(\d+)\.h5$")
+CHECKSUM_ATTR = "sha256"  # split group attr: JSON {"pooled": hex, "tokens": hex} of the arrays' bytes (C order)
 
 
-class StoreError(RuntimeError):
-    """Base class of store errors."""
+class StoreError(UserError, RuntimeError):
+    """Base class of store errors: each says what is wrong with which store and how to fix it."""
 
 
 class StaleStoreError(StoreError):
@@ -36,6 +39,10 @@ class StaleStoreError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another live writer holds the lock of this part (names its pid and the lock file)."""
+
+
+class DamagedStoreError(StoreError):
+    """A store file is unreadable or inconsistent (names the problem and the rebuild command)."""
 
 
 class IncompleteStoreError(StoreError):
@@ -65,9 +72,9 @@ def full_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     plain = to_plain(attrs)
     clash = sorted(set(plain) & set(_RESERVED))
     if clash:
-        raise ValueError(f"store attrs may not set {clash}: the writer owns them; found in {sorted(plain)}")
+        raise BadInputError(f"store attrs may not set {clash}: the writer owns them; found in {sorted(plain)}")
     if str(plain.get("dtype", "float16")) not in DTYPES:
-        raise ValueError(f"store dtype must be one of {sorted(DTYPES)}, found {plain['dtype']!r}")
+        raise BadInputError(f"store dtype must be one of {sorted(DTYPES)}, found {plain['dtype']!r}")
     return {**plain, "schema_version": SCHEMA_VERSION}
 
 
@@ -111,7 +118,7 @@ def _stale_error(path: Path, old: dict[str, Any], new: dict[str, Any]) -> StaleS
     return StaleStoreError(
         f"store {path} was built with different settings (fingerprint {old.get('fingerprint')} != "
         f"{new.get('fingerprint')}); changed:\n  {lines}\nrerun with --force to rebuild it: "
-        f"{_extract_cmd(path)} --force"
+        f"{_extract_cmd(path)} --force", fix=f"{_extract_cmd(path)} --force"
     )
 
 
@@ -150,26 +157,26 @@ def _check_shard(data: ShardData, dtype: type) -> dict[str, Any]:
     """Validate one shard and return its arrays in the store dtypes."""
     n = len(data.ids)
     if len(set(data.ids)) != n:
-        raise ValueError(f"shard ids must be unique; found {n - len(set(data.ids))} duplicates")
+        raise BadInputError(f"shard ids must be unique; found {n - len(set(data.ids))} duplicates")
     pooled = np.asarray(data.pooled)
     if pooled.ndim != 2 or pooled.shape[0] != n:
-        raise ValueError(f"pooled must be (n={n}, D); found shape {pooled.shape}")
+        raise BadInputError(f"pooled must be (n={n}, D); found shape {pooled.shape}")
     out: dict[str, Any] = {"ids": list(data.ids), "pooled": _cast(pooled, dtype, "pooled")}
     if (data.lengths is None) != (data.tokens is None):
-        raise ValueError("lengths and tokens go together: give both or neither")
+        raise BadInputError("lengths and tokens go together: give both or neither")
     if data.tokens is not None:
         lengths, tokens = np.asarray(data.lengths, np.int64), np.asarray(data.tokens)
         # The token width may differ from the pooled one (CLIP: 768-d tokens, 512-d projected pooled).
         if lengths.shape != (n,) or tokens.ndim != 2 or tokens.shape[0] != lengths.sum() or (lengths < 0).any():
-            raise ValueError(f"tokens must be (sum(lengths), D_tok) with lengths (n={n},) >= 0; "
-                             f"found tokens {tokens.shape}, lengths {lengths.shape} summing to {lengths.sum()}")
+            raise BadInputError(f"tokens must be (sum(lengths), D_tok) with lengths (n={n},) >= 0; "
+                                f"found tokens {tokens.shape}, lengths {lengths.shape} summing to {lengths.sum()}")
         out["token_offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         out["tokens"] = _cast(tokens, dtype, "tokens")
     if data.labels is not None:
         out["labels"] = _check_labels(np.asarray(data.labels), n)
     if data.links is not None:
         if len(data.links) != n:
-            raise ValueError(f"links must have one id per row (n={n}); found {len(data.links)}")
+            raise BadInputError(f"links must have one id per row (n={n}); found {len(data.links)}")
         out["links"] = [str(s) for s in data.links]
     out["skipped"] = [(str(i), str(r)) for i, r in data.skipped]
     return out
@@ -179,9 +186,9 @@ def _cast(x: np.ndarray, dtype: type, what: str) -> np.ndarray:
     with np.errstate(over="ignore"):  # overflow is reported below, with the fix
         y = np.ascontiguousarray(x, dtype=dtype)
     if not np.isfinite(y).all():
-        raise ValueError(f"{what} has non-finite values after the cast to {np.dtype(dtype).name} "
-                         f"(max |x| = {np.nanmax(np.abs(x.astype(np.float64)))}); write the store as float32 "
-                         "(attr dtype='float32') or fix the backbone's outputs")
+        raise BadInputError(f"{what} has non-finite values after the cast to {np.dtype(dtype).name} "
+                            f"(max |x| = {np.nanmax(np.abs(x.astype(np.float64)))}); write the store as float32 "
+                            "(attr dtype='float32') or fix the backbone's outputs")
     return y
 
 
@@ -190,8 +197,8 @@ def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
         return labels.astype(np.int64)
     if labels.ndim == 2 and labels.shape[0] == n and np.isin(labels, (0, 1)).all():
         return labels.astype(np.uint8)
-    raise ValueError(f"labels must be (n={n},) int class indices or (n, C) 0/1 multi-hot; "
-                     f"found {labels.dtype} {labels.shape}")
+    raise BadInputError(f"labels must be (n={n},) int class indices or (n, C) 0/1 multi-hot; "
+                        f"found {labels.dtype} {labels.shape}")
 
 
 def _write_shard_file(path: Path, arrays: dict[str, Any], attrs: dict[str, Any]) -> None:
@@ -249,18 +256,22 @@ def _gather(sources: list[Path | h5py.Group]) -> dict[str, Any]:
     return meta
 
 
-def _stream(g: h5py.Group, name: str, sources: list, rows: list[int], width: int, dtype: type) -> None:
-    """Create g[name] (sum(rows), width) and copy each block's rows into it in bounded windows."""
+def _stream(g: h5py.Group, name: str, sources: list, rows: list[int], width: int, dtype: type) -> str:
+    """Create g[name] (sum(rows), width) and copy each block's rows into it in bounded windows; return the
+    sha256 of the array's bytes (C order), hashed on the way (recorded for `embedcache verify`)."""
     dst = g.create_dataset(name, shape=(sum(rows), width), dtype=dtype, track_times=False)
     step = max(1, _WINDOW_BYTES // max(1, width * np.dtype(dtype).itemsize))
-    start = 0
+    start, digest = 0, hashlib.sha256()
     for source, n in zip(sources, rows, strict=True):
         if n:
             with _opened(source) as src:
                 for a in range(0, n, step):
                     b = min(n, a + step)
-                    dst[start + a : start + b] = src[name][a:b]
+                    block = np.ascontiguousarray(src[name][a:b], dtype=dtype)
+                    dst[start + a : start + b] = block
+                    digest.update(block.tobytes())
         start += n
+    return digest.hexdigest()
 
 
 def _write_split(g: h5py.Group, sources: list, pairs: tuple | None, dtype: type) -> None:
@@ -268,13 +279,14 @@ def _write_split(g: h5py.Group, sources: list, pairs: tuple | None, dtype: type)
     meta = _gather(sources)
     dim = next(iter(meta["dims"]), 0)
     _put_str(g, "ids", meta["ids"])
-    _stream(g, "pooled", sources, meta["rows"], dim, dtype)
+    sums = {"pooled": _stream(g, "pooled", sources, meta["rows"], dim, dtype)}
     if True in meta["tokens"]:
         lengths = np.concatenate(meta["lengths"]) if meta["lengths"] else np.zeros(0, np.int64)
         _put(g, "token_offsets", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         token_rows = [int(np.sum(x)) for x in meta["lengths"]]
         blocks = [s for s, n in zip(sources, meta["rows"], strict=True) if n]
-        _stream(g, "tokens", blocks, token_rows, meta["token_dims"].pop(), dtype)
+        sums["tokens"] = _stream(g, "tokens", blocks, token_rows, meta["token_dims"].pop(), dtype)
+    g.attrs[CHECKSUM_ATTR] = json.dumps(sums, sort_keys=True)
     if True in meta["has_labels"]:
         _put(g, "labels", np.concatenate(meta["labels"]))
     if True in meta["has_links"]:
@@ -284,7 +296,7 @@ def _write_split(g: h5py.Group, sources: list, pairs: tuple | None, dtype: type)
     if pairs is not None:
         a, b, score = pairs
         if not len(a) == len(b) == len(score):
-            raise ValueError(f"pairs need equal lengths; found a {len(a)}, b {len(b)}, score {len(score)}")
+            raise BadInputError(f"pairs need equal lengths; found a {len(a)}, b {len(b)}, score {len(score)}")
         _put_str(g, "pairs/a", [str(x) for x in a])
         _put_str(g, "pairs/b", [str(x) for x in b])
         _put(g, "pairs/score", np.asarray(score, np.float64))

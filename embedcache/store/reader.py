@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -12,9 +13,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from embedcache.errors import NotFoundError
 from embedcache.fingerprint import fingerprint
 from embedcache.registry import UnknownNameError
+from embedcache.store.integrity import check_final
 from embedcache.store.layout import (
+    DamagedStoreError,
     IncompleteStoreError,
     StoreError,
     _count_shards,
@@ -133,11 +137,9 @@ def open_store(path: Path, expect: dict[str, Any] | None = None) -> Store:
         if pdir.is_dir():
             raise IncompleteStoreError(f"store {path} is not finished: only {_count_shards(pdir)} shards exist in "
                                        f"{pdir}; rerun `{_extract_cmd(path)}` to resume")
-        raise FileNotFoundError(f"no store at {path}; create it with `{_extract_cmd(path)}`")
+        raise NotFoundError(f"no store at {path}; create it with `{_extract_cmd(path)}`")
+    check_final(path)  # unreadable, edited attrs, not complete, missing datasets: DamagedStoreError with the fix
     store = Store(path)
-    if not store.attrs.get("complete"):
-        store.close()
-        raise IncompleteStoreError(f"store {path} is not marked complete; rerun `{_extract_cmd(path)}`")
     if expect is not None:
         want = full_attrs(expect)
         want["fingerprint"] = fingerprint(want)
@@ -166,6 +168,7 @@ class StoreSummary:
     tokens: bool = False
     skipped: int = 0
     shards_pending: int = 0
+    damaged: str = ""  # why the final file cannot be used ('' when it is sound); `embedcache verify` says more
 
 
 def summarize(path: Path) -> StoreSummary:
@@ -173,7 +176,23 @@ def summarize(path: Path) -> StoreSummary:
     path, pdir = Path(path), parts_dir(Path(path))
     attrs: dict[str, Any] = {}
     s = StoreSummary(path=path, dataset=path.parent.name, backbone=path.stem)
+    try:
+        return _summarize(path, pdir, attrs, s)
+    except Exception as exc:  # noqa: BLE001 - `ls` lists a store it cannot read as damaged and goes on
+        s.damaged = f"{type(exc).__name__}: {exc}"
+        with suppress(OSError):
+            s.size_bytes = path.stat().st_size if path.exists() else 0
+        return s
+
+
+def _summarize(path: Path, pdir: Path, attrs: dict[str, Any], s: StoreSummary) -> StoreSummary:
     if path.exists():
+        try:
+            check_final(path)
+        except DamagedStoreError as exc:
+            s.damaged = str(exc).split(": ", 1)[-1]
+            s.size_bytes = path.stat().st_size
+            return s
         with h5py.File(path, "r") as f:
             attrs = _read_attrs(f)
             s.splits = {name: int(f[name]["pooled"].shape[0]) for name in sorted(f)}

@@ -4,6 +4,7 @@ splits into a temporary file renamed over the store (see embedcache/store/__init
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -17,16 +18,18 @@ from typing import Any
 import h5py
 import numpy as np
 
+from embedcache.errors import BadInputError
 from embedcache.fingerprint import fingerprint
+from embedcache.store.integrity import check_final, final_problems, shard_damage
 from embedcache.store.layout import (
     DTYPES,
+    DamagedStoreError,
     ShardData,
     StoreError,
     StoreLockedError,
     _check_shard,
     _count_shards,
     _extract_cmd,
-    _read_attrs,
     _read_pairs,
     _shard_files,
     _stale_error,
@@ -92,7 +95,7 @@ class StoreWriter:
                  part: tuple[int, int] = (0, 1)) -> None:
         k, n = part
         if not 0 <= k < n:
-            raise ValueError(f"part must be (k, n) with 0 <= k < n; found {part}")
+            raise BadInputError(f"part must be (k, n) with 0 <= k < n; found {part}")
         self.path, self.part, self.force = Path(path), (k, n), force
         self.attrs = full_attrs(attrs)
         self.fingerprint = fingerprint(self.attrs)
@@ -103,6 +106,7 @@ class StoreWriter:
         self._lock_fd: int | None = self._lock_part()
         try:
             with _locked(self.parts / "merge.lock"):
+                self._drop_damaged_final()
                 self._reconcile_manifest()
                 self._drop_leftovers()
             self._drop_own_tmp()
@@ -124,7 +128,7 @@ class StoreWriter:
 
     def _reconcile_manifest(self) -> None:
         manifest = self.parts / "manifest.json"
-        old = json.loads(manifest.read_text()) if manifest.exists() else {}
+        old = _read_manifest(manifest)
         if old.get("fingerprint") == self.fingerprint:
             return
         busy = self._other_writers()
@@ -138,6 +142,12 @@ class StoreWriter:
         tmp = self.parts / f"manifest.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "attrs": self.attrs}, sort_keys=True, indent=1))
         _replace(tmp, manifest)  # after the discard: a kill in between discards the rest next time
+
+    def _drop_damaged_final(self) -> None:
+        """With force, a final file of this very fingerprint is kept only if every value checks out (finite, the
+        recorded sha256): --force rebuilds whatever state the file is in, at the cost of one read of it."""
+        if self.force and _final_fingerprint(self.path) == self.fingerprint and final_problems(self.path):
+            self.path.unlink()
 
     def _drop_leftovers(self) -> None:
         """What a kill can leave behind (call under the merge lock, so no merge is running): half-built final
@@ -168,8 +178,12 @@ class StoreWriter:
         """True if the final file exists with our fingerprint; False if absent, or stale and force is set."""
         if not self.path.exists():
             return False
-        with h5py.File(self.path, "r") as f:
-            old = _read_attrs(f)
+        try:
+            old = check_final(self.path)
+        except DamagedStoreError:
+            if self.force:  # whatever state the file is in, --force rebuilds it
+                return False
+            raise
         if old.get("fingerprint") == self.fingerprint:
             return True
         if self.force:
@@ -184,26 +198,36 @@ class StoreWriter:
             return split in f
 
     def done_shards(self, split: str) -> set[int]:
-        """Indices of the shards of this split already on disk (written by any part)."""
-        return set(_shard_files(self.parts / split))
+        """Indices of the shards of this split already on disk (written by any part). A shard that does not open
+        or lacks its datasets (damaged on disk: shards appear only whole) is deleted, so it is encoded again."""
+        done = set()
+        for index, shard in _shard_files(self.parts / split).items():
+            if shard_damage(shard):
+                shard.unlink(missing_ok=True)
+            else:
+                done.add(index)
+        return done
 
     def write_shard(self, split: str, index: int, data: ShardData) -> None:
         """Write one shard atomically: to ``<index:06d>.h5.tmp``, fsync, then rename into place."""
         k, n = self.part
         if index % n != k or index < 0:
-            raise ValueError(f"part {k} of {n} writes shards with index % {n} == {k}; found index {index}")
+            raise BadInputError(f"part {k} of {n} writes shards with index % {n} == {k}; found index {index}")
         if not split or "/" in split or split.startswith("."):
-            raise ValueError(f"split names must be plain names; found {split!r}")
+            raise BadInputError(f"split names must be plain names; found {split!r}")
         arrays = _check_shard(data, self._dtype)
         want_tokens = self.attrs.get("tokens")
         if want_tokens is not None and bool(want_tokens) != ("tokens" in arrays) and len(arrays["ids"]):
-            raise ValueError(f"store attrs say tokens={want_tokens} but the shard has tokens={'tokens' in arrays}")
+            raise BadInputError(f"store attrs say tokens={want_tokens} but the shard has tokens={'tokens' in arrays}")
         split_dir = self.parts / split
         split_dir.mkdir(exist_ok=True)
         final = split_dir / f"{index:06d}.h5"
         tmp = split_dir / f"{index:06d}.h5.tmp"
-        _write_shard_file(tmp, arrays, {"fingerprint": self.fingerprint, "split": split, "index": index})
-        _replace(tmp, final)
+        _ensure_space(tmp, sum(getattr(v, "nbytes", 0) for v in arrays.values())
+                      + sum(len(s) + 16 for s in arrays["ids"]) + 64 * len(arrays["skipped"]))
+        with _cleaned_up(tmp):
+            _write_shard_file(tmp, arrays, {"fingerprint": self.fingerprint, "split": split, "index": index})
+            _replace(tmp, final)
 
     def finish_split(self, split: str, num_shards: int,
                      pairs: tuple[list[str], list[str], np.ndarray] | None = None) -> bool:
@@ -228,6 +252,11 @@ class StoreWriter:
 
     def _check_shard_fingerprints(self, files: list[Path]) -> None:
         for p in files:
+            damage = shard_damage(p)
+            if damage:
+                p.unlink(missing_ok=True)
+                raise StoreError(f"shard {p} is damaged ({damage}); it was deleted: rerun `{_extract_cmd(self.path)}` "
+                                 "to encode it again")
             with h5py.File(p, "r") as f:
                 found = f.attrs.get("fingerprint")
             if found != self.fingerprint:
@@ -238,7 +267,8 @@ class StoreWriter:
     def _merge(self, split: str, shard_files: list[Path], pairs: tuple | None) -> None:
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         keep = self._final_usable()  # a stale final (force) contributes nothing
-        with h5py.File(self.path, "r") if keep else _no_file() as old, h5py.File(tmp, "w") as out:
+        _ensure_space(tmp, sum(p.stat().st_size for p in shard_files) + (self.path.stat().st_size if keep else 0))
+        with _cleaned_up(tmp), h5py.File(self.path, "r") if keep else _no_file() as old, h5py.File(tmp, "w") as out:
             # sorted: the bytes must not depend on the order in which splits were finished
             names = sorted({split, *(old.keys() if old is not None else ())})
             for name in names:
@@ -247,7 +277,8 @@ class StoreWriter:
                 else:
                     _write_split(out.create_group(name), [old[name]], _read_pairs(old[name]), self._dtype)
             _write_attrs(out, {**self.attrs, "fingerprint": self.fingerprint, "complete": True})
-        _replace(tmp, self.path)
+            out.close()  # before the rename, inside the clean-up
+            _replace(tmp, self.path)
 
     def _drop_shards(self, split: str) -> None:
         d = self.parts / split
@@ -289,13 +320,54 @@ class StoreWriter:
 
 
 def _final_fingerprint(path: Path) -> str | None:
+    """The fingerprint of a sound final file; None when it is absent or damaged (it is then never kept)."""
     if not path.exists():
         return None
-    with h5py.File(path, "r") as f:
-        return f.attrs.get("fingerprint")
+    try:
+        return check_final(path).get("fingerprint")
+    except DamagedStoreError:
+        return None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The parts' manifest, or {} when absent or unreadable (its shards are then discarded as of other settings)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
 
 
 @contextmanager
 def _no_file() -> Iterator[None]:
     yield None
+
+
+@contextmanager
+def _cleaned_up(tmp: Path) -> Iterator[None]:
+    """Remove `tmp` if the block fails (a full disk, a kill signal turned exception): no temp file is left. An
+    OSError becomes a StoreError saying what to free; finished shards and the old final file stay as they were."""
+    try:
+        yield
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in str(exc)
+        if isinstance(exc, OSError) or full:  # h5py reports a failed flush as RuntimeError
+            raise _write_error(tmp, "the disk is full" if full else (getattr(exc, "strerror", None) or str(exc)),
+                               full) from None
+        raise
+
+
+def _write_error(tmp: Path, why: str, full: bool) -> StoreError:
+    return StoreError(f"cannot write {tmp.name} in {tmp.parent}: {why}; nothing partial was left behind. "
+                      f"{'Free space there' if full else 'Fix that'} and rerun extract: finished shards are kept "
+                      "and it resumes")
+
+
+def _ensure_space(tmp: Path, need: int) -> None:
+    """Refuse before writing when the file system lacks `need` bytes (+20% and 256 KiB of HDF5 overhead): a
+    write that runs out of space half way makes h5py fail noisily while closing the file."""
+    free = shutil.disk_usage(tmp.parent).free
+    if free < need * 1.2 + (256 << 10):
+        raise _write_error(tmp, f"the disk is full (about {need:,} bytes needed, {free:,} free)", True)
 

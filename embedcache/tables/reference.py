@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedcache.errors import BadInputError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 needs the backport
@@ -40,7 +42,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
+        raise BadInputError(f"{path}: not valid TOML ({err})") from None
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,8 @@ class ReferenceTable:
 def _table(key: str, raw: dict[str, Any], path: Path) -> ReferenceTable:
     missing = [k for k in ("paper", "table", "units", "rows") if k not in raw]
     if missing or raw.get("units") not in UNITS:
-        raise ValueError(f"{path}: [{key}] needs paper, table, units ({' or '.join(UNITS)}) and rows; "
-                         f"missing {missing or 'nothing'}, units {raw.get('units')!r}")
+        raise BadInputError(f"{path}: [{key}] needs paper, table, units ({' or '.join(UNITS)}) and rows; "
+                            f"missing {missing or 'nothing'}, units {raw.get('units')!r}")
     rows = tuple((str(name), tuple((str(c), float(v)) for c, v in values.items()))
                  for name, values in raw["rows"].items())
     return ReferenceTable(key, str(raw["paper"]), str(raw["table"]), str(raw.get("caption", "")),

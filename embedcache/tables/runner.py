@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedcache.errors import BadInputError
 from embedcache.fingerprint import fingerprint
-from embedcache.paths import ENV_VAR as DATA_ENV
-from embedcache.paths import results_dir as default_results_dir
+from embedcache.paths import Paths
 from embedcache.tables.reference import pipelines_dir
 from embedcache.tables.spec import (
     ColumnSpec,
@@ -84,19 +82,19 @@ def resolve_seeds(spec: PipelineSpec, seeds: Sequence[int] | int | None) -> tupl
     """The seeds to run: the spec's (None), the first n (an int), or exactly those given."""
     chosen = spec.seeds if seeds is None else tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     if not chosen:
-        raise ValueError(f"pipeline {spec.name!r} needs at least one seed; got {seeds!r}")
+        raise BadInputError(f"pipeline {spec.name!r} needs at least one seed; got {seeds!r}")
     return chosen
 
 
-def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None = None,
-                 results_dir: str | Path | None = None, seeds: Sequence[int] | int | None = None,
-                 progress: bool = False, device: str | None = None, weights: Mapping[str, Path] | None = None,
-                 stand_ins: bool = False) -> PipelineResult:
+def run_pipeline(spec: PipelineSpec | str | Path, paths: Paths | None = None, *,
+                 seeds: Sequence[int] | int | None = None, progress: bool = False, device: str | None = None,
+                 weights: Mapping[str, Path] | None = None, stand_ins: bool = False) -> PipelineResult:
     """Run one pipeline end to end and write results/<name>.json, .md, .csv (and its PNGs).
 
     Missing data, weights or heads make it "not run": nothing is trained and the table says what is missing
     and the command that gets it. Runs and evaluations whose inputs did not change are reused, so a second
-    call redoes only what changed. seeds: None (the spec's, 3 by default), an int n (0..n-1) or a list.
+    call redoes only what changed. paths: the data dir (raw data, stores) and results dir (tables, runs/);
+    None: the defaults. seeds: None (the spec's, 3 by default), an int n (0..n-1) or a list.
     `weights` maps backbone names to local weight folders; stores of random-weight stand-ins are refused
     unless `stand_ins` (the rehearsal, whose tables then say so).
     """
@@ -105,22 +103,21 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     spec = spec if isinstance(spec, PipelineSpec) else load_pipeline(spec)
     chosen = resolve_seeds(spec, seeds)
     t0 = time.perf_counter()
-    out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
-    runs_root = out_dir / "runs"
+    paths = paths or Paths.resolve()
+    runs_root = paths.runs_dir
     runs_root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in runs_root.iterdir()}
     result = PipelineResult(spec.name, missing=steps.unregistered(spec))
-    ctx = steps.StepContext(data_dir, runs_root, device, progress)
-    with _data_dir_env(data_dir):  # raw data too (generated datasets) goes under the data dir, as with the CLI
-        for st in spec.stores if not result.missing else ():
-            missing, note = steps.ensure_store(st, data_dir, weights=weights, stand_ins=stand_ins)
-            result.missing += [missing] if missing else []
-            result.notes += [note] if note else []
-        if not result.missing:
-            try:
-                _train_and_evaluate(spec, chosen, ctx, result)
-            except steps.missing_errors() as exc:  # e.g. a store that no [[stores]] entry makes
-                result.missing.append(steps.Missing.from_error(exc))
+    ctx = steps.StepContext(paths, device, progress)
+    for st in spec.stores if not result.missing else ():  # raw data and stores alike under the data dir
+        missing, note = steps.ensure_store(st, paths.data_dir, weights=weights, stand_ins=stand_ins)
+        result.missing += [missing] if missing else []
+        result.notes += [note] if note else []
+    if not result.missing:
+        try:
+            _train_and_evaluate(spec, chosen, ctx, result)
+        except steps.missing_errors() as exc:  # e.g. a store that no [[stores]] entry makes
+            result.missing.append(steps.Missing.from_error(exc))
     result.missing = steps.unique(result.missing)  # one line per missing dataset, not one per store
     result.status = "not run" if result.missing else "complete"
     ids = [i for seeds_ in result.runs.values() for subs in seeds_.values() for i in subs.values()]
@@ -129,26 +126,9 @@ def run_pipeline(spec: PipelineSpec | str | Path, *, data_dir: str | Path | None
     result.notes += ctx.notes
     result.stand_ins = stand_ins
     result.seconds = time.perf_counter() - t0
-    result.outputs = write_outputs(spec, result, out_dir)
+    result.outputs = write_outputs(spec, result, paths.results_dir)
     log.info("%s", result.summary())
     return result
-
-
-@contextmanager
-def _data_dir_env(data_dir: str | Path | None) -> Iterator[None]:
-    """Set $EMBEDCACHE_DATA_DIR to `data_dir` for the duration (restored after); None leaves it alone."""
-    if data_dir is None:
-        yield
-        return
-    old = os.environ.get(DATA_ENV)
-    os.environ[DATA_ENV] = str(data_dir)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(DATA_ENV, None)
-        else:
-            os.environ[DATA_ENV] = old
 
 
 def _train_and_evaluate(spec: PipelineSpec, seeds: tuple[int, ...], ctx: Any, result: PipelineResult) -> None:
@@ -225,29 +205,33 @@ def select_pipelines(names: Sequence[str] | None = None, *, demo: bool | None = 
 
 
 def run_all(names: Sequence[str] | None = None, *, demo: bool | None = None, directory: str | Path | None = None,
-            data_dir: str | Path | None = None, results_dir: str | Path | None = None,
-            seeds: Sequence[int] | int | None = None, progress: bool = False, device: str | None = None
-            ) -> AllResult:
+            paths: Paths | None = None, seeds: Sequence[int] | int | None = None, progress: bool = False,
+            device: str | None = None) -> AllResult:
     """Run every selected pipeline (see `select_pipelines`); one that cannot run (missing data, weights, a head)
     or fails does not stop the others. `AllResult.exit_code` is non-zero when any did not run, and
     `AllResult.summary()` lists them with what is missing."""
     from embedcache.tables.steps import Missing
 
-    out_dir = Path(results_dir) if results_dir is not None else default_results_dir()
+    paths = paths or Paths.resolve()
     results = []
     for name in select_pipelines(names, demo=demo, directory=directory):
         spec = None
         try:
             spec = load_pipeline(name)
-            results.append(run_pipeline(spec, data_dir=data_dir, results_dir=out_dir, seeds=seeds,
-                                        progress=progress, device=device))
+        except (ValueError, FileNotFoundError) as exc:  # a spec error: its message says what to fix, no traceback
+            log.error("invalid pipeline spec: %s", exc)
+            results.append(PipelineResult(Path(name).stem, status="failed", missing=[
+                Missing(f"the spec is invalid: {exc}", f"fix {name}, then: embedcache run {Path(name).stem}")]))
+            continue
+        try:
+            results.append(run_pipeline(spec, paths, seeds=seeds, progress=progress, device=device))
         except Exception as exc:  # one broken pipeline must not stop `make all`
             log.exception("pipeline %s failed", name)
             failed = PipelineResult(Path(name).stem, status="failed",
                                     missing=[Missing(f"the pipeline failed: {type(exc).__name__}: {exc}",
                                                      f"embedcache run {Path(name).stem}")])
             if spec is not None:
-                failed.outputs = _try_write(spec, failed, out_dir)
+                failed.outputs = _try_write(spec, failed, paths.results_dir)
             results.append(failed)
     return AllResult(results)
 

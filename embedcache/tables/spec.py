@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedcache.errors import BadInputError, NotFoundError
 from embedcache.fingerprint import to_plain
+from embedcache.paths import UnsafeNameError, safe_name
 from embedcache.tables.reference import pipelines_dir, read_toml
 
 ROW_KINDS = ("ours", "baseline", "floor")
@@ -162,7 +164,7 @@ def _make(cls: type, raw: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {', '.join(fields)}")
+        raise BadInputError(f"{where}: unknown key(s) {unknown}; known: {', '.join(fields)}")
     values = {}
     for key, value in raw.items():
         if key in _NESTED:
@@ -173,17 +175,17 @@ def _make(cls: type, raw: dict[str, Any], where: str) -> Any:
     try:
         return cls(**values)
     except TypeError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise BadInputError(f"{where}: {err}") from None
 
 
 def spec_from_dict(raw: dict[str, Any], where: str = "<dict>") -> PipelineSpec:
     """A PipelineSpec from parsed TOML ([pipeline] plus the arrays of tables); checked for consistency."""
     if "pipeline" not in raw:
-        raise ValueError(f"{where}: a pipeline spec needs a [pipeline] table with at least name and title")
+        raise BadInputError(f"{where}: a pipeline spec needs a [pipeline] table with at least name and title")
     known = ("pipeline", *_PARTS)
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"{where}: unknown table(s) {unknown}; known: {', '.join(known)}")
+        raise BadInputError(f"{where}: unknown table(s) {unknown}; known: {', '.join(known)}")
     parts = {key: tuple(_make(cls, t, f"{where} [[{key}]] #{i + 1}") for i, t in enumerate(raw.get(key, [])))
              for key, cls in _PARTS.items()}
     spec = _make(PipelineSpec, {**raw["pipeline"], **parts}, f"{where} [pipeline]")
@@ -212,8 +214,22 @@ def validate(spec: PipelineSpec, where: str = "") -> None:
             problems.append(f"plot {plot.file!r}: kind must be one of {PLOT_KINDS} and rows among the row labels")
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
         problems.append(f"seeds must be distinct and non-empty; found {spec.seeds}")
+    problems += _unsafe_names(spec)
     if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems))
+        raise BadInputError(f"{where}: " + "; ".join(problems))
+
+
+def _unsafe_names(spec: PipelineSpec) -> list[str]:
+    """Names that become paths (results/<name>.*, stores/<store>/, plot files) must be plain file names."""
+    named = [("pipeline name", spec.name), *(("store name", st.store) for st in spec.stores),
+             *(("plot file", p.file) for p in spec.plots)]
+    problems = []
+    for what, name in named:
+        try:
+            safe_name(name, what)
+        except UnsafeNameError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def spec_to_dict(spec: PipelineSpec) -> dict[str, Any]:
@@ -277,18 +293,18 @@ def resolve_extends(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     replace = raw.pop("replace", [])
     if parent_name is None:
         if replace:
-            raise ValueError(f"{path}: `replace` needs an `extends`; remove it or name the spec to extend")
+            raise BadInputError(f"{path}: `replace` needs an `extends`; remove it or name the spec to extend")
         return raw
     chain = (*seen, path.stem)
     if parent_name in chain:
-        raise ValueError(f"{path}: extends cycle {' -> '.join((*chain, parent_name))}; remove one `extends`")
+        raise BadInputError(f"{path}: extends cycle {' -> '.join((*chain, parent_name))}; remove one `extends`")
     parent_path = path.parent / f"{parent_name}.toml"
     if not parent_path.is_file():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml")))
-        raise ValueError(f"{path}: extends {parent_name!r}, but there is no {parent_path}; known: {known}")
+        raise BadInputError(f"{path}: extends {parent_name!r}, but there is no {parent_path}; known: {known}")
     unknown = sorted(set(replace) - set(_PARTS))
     if unknown:
-        raise ValueError(f"{path}: replace names {unknown}; arrays of tables are: {', '.join(_PARTS)}")
+        raise BadInputError(f"{path}: replace names {unknown}; arrays of tables are: {', '.join(_PARTS)}")
     return merge_specs(resolve_extends(parent_path, chain), raw, frozenset(replace))
 
 
@@ -339,5 +355,5 @@ def load_pipeline(name_or_path: str | Path) -> PipelineSpec:
         path = pipelines_dir() / f"{name_or_path}.toml"
     if not path.is_file():
         known = ", ".join(list_pipelines()) if pipelines_dir().is_dir() else "(no pipelines dir)"
-        raise FileNotFoundError(f"no pipeline {str(name_or_path)!r} (looked for {path}); known: {known}")
+        raise NotFoundError(f"no pipeline {str(name_or_path)!r} (looked for {path}); known: {known}")
     return dataclasses.replace(spec_from_dict(resolve_extends(path), str(path)), path=str(path))

@@ -10,22 +10,18 @@ redoes only what changed.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from embedcache.datasets import DATASETS
+from embedcache.errors import UserError
 from embedcache.fingerprint import fingerprint
-from embedcache.paths import store_path
-from embedcache.registry import Registry
+from embedcache.paths import Paths, store_path
 
 if TYPE_CHECKING:
     from embedcache.fusion.runs import Run
@@ -34,9 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- running: what is missing
-
-
-FIX_COMMAND = re.compile(r"(embedcache (download|extract)|hf download|pip install) ")
 
 
 @dataclass
@@ -48,19 +41,15 @@ class Missing:
     detail: str = ""
 
     @classmethod
-    def from_error(cls, exc: BaseException) -> Missing:
+    def from_error(cls, exc: UserError) -> Missing:
+        """The missing thing a UserError names: its message's first line, its `fix`, its full message."""
         text = str(exc)
-        first = text.split(" Looked in")[0].split("\n")[0].strip()
-        candidates = re.findall(r"`([^`]+)`", text) + [ln.strip() for ln in text.splitlines()]
-        commands = list(dict.fromkeys(c for c in candidates if FIX_COMMAND.match(c)))
-        extracts = [c for c in commands if c.startswith("embedcache extract ")]  # one per missing store: all
-        fix = "; ".join(extracts) if extracts else next(iter(commands), "")
-        if not fix and "To get it:" in text:
-            fix = text.split("To get it:", 1)[1].strip().splitlines()[0]
-        return cls(first, fix, text)
+        return cls(text.split(" Looked in")[0].split("\n")[0].strip(), exc.fix, text)
 
 
-def missing_errors() -> tuple[type[BaseException], ...]:
+def missing_errors() -> tuple[type[UserError], ...]:
+    """The UserErrors that mean "something is missing here" (data, weights, stores, a stale store): a pipeline
+    records them as NOT RUN with their `fix`; any other error fails the pipeline."""
     from embedcache.backbones.common import WeightsNotFoundError
     from embedcache.backbones.offline import OfflineWeightsError
     from embedcache.datasets import DatasetNotFoundError
@@ -70,29 +59,14 @@ def missing_errors() -> tuple[type[BaseException], ...]:
     return DatasetNotFoundError, WeightsNotFoundError, OfflineWeightsError, StoresMissingError, StaleStoreError
 
 
-def load_head_families() -> list[str]:
-    """Import the optional head/trainer modules (classifier heads, CLFA, late fusion) so their names register;
-    returns the modules that failed to import (their heads then show as not registered)."""
-    failed = []
-    for module in ("embedcache.fusion.classify", "embedcache.fusion.heads.clfa", "embedcache.fusion.late_fusion"):
-        try:
-            importlib.import_module(module)
-        except Exception as err:  # a module mid-edit must not sink every pipeline
-            log.warning("could not import %s: %s", module, err)
-            failed.append(module)
-    return failed
-
-
 def unregistered(spec: PipelineSpec) -> list[Missing]:
     """Heads, tasks, late-fusion methods, datasets and backbones the spec names that are not registered."""
     from embedcache.backbones import resolve_spec
     from embedcache.fusion.heads import HEADS
+    from embedcache.fusion.late_fusion import LATE_FUSIONS as methods
     from embedcache.fusion.tasks import TASKS
+    from embedcache.fusion.trainers import TRAINERS
 
-    failed = load_head_families()
-    late_module = "embedcache.fusion.late_fusion"
-    late = None if late_module in failed else importlib.import_module(late_module)
-    methods = late.LATE_FUSIONS if late else Registry("late fusion")  # empty when the module did not import
     found: list[Missing] = []
 
     def need(kind: str, name: str, ok: Callable[[str], bool], known: Callable[[], list[str]], where: str) -> None:
@@ -102,7 +76,7 @@ def unregistered(spec: PipelineSpec) -> list[Missing]:
 
     for run in spec.runs:
         if run.trainer:
-            need("pipeline trainer", run.trainer, TRAINERS.__contains__, TRAINERS.names, "embedcache/tables/steps.py")
+            need("pipeline trainer", run.trainer, TRAINERS.__contains__, TRAINERS.names, "embedcache/fusion/")
         for head in list(run.train.get("heads") or []) + ([run.head] if run.head else []):
             need("head", head, HEADS.__contains__, HEADS.names, "embedcache/heads/")
         for method in run.train.get("methods") or []:
@@ -205,92 +179,37 @@ def extract_command(st: StoreSpec, data_dir: str | Path | None = None, force: bo
 class StepContext:
     """Where a pipeline's steps read and write, and the runs finished so far ((run id, seed) -> runs)."""
 
-    data_dir: str | Path | None
-    runs_root: Path
+    paths: Paths
     device: str | None = None
     progress: bool = False
     done: dict[tuple[str, int], dict[str, Run]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def common(self, seed: int) -> dict[str, Any]:
-        return {"data_dir": self.data_dir, "seed": seed, "runs_root": self.runs_root, "device": self.device,
-                "progress": self.progress}
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.data_dir
+
+    @property
+    def runs_root(self) -> Path:
+        return self.paths.runs_dir
 
 
-Trainer = Callable[["RunSpec", int, StepContext], dict[str, "Run"]]
-TRAINERS: Registry[Trainer] = Registry("pipeline trainer")
-
-
-def trainer_name(run: RunSpec) -> str:
-    """The run's trainer: as given, else `classify` for classifier heads and `align` for the others."""
-    if run.trainer:
-        return run.trainer
-    from embedcache.fusion.heads import HEADS
-
-    return "classify" if getattr(HEADS.get(run.head), "task", None) == "classify" else "align"
-
-
-def _where(run: RunSpec) -> dict[str, Any]:
-    return {"dataset": run.dataset or None, "backbones": tuple(run.backbones) or None}
-
-
-@TRAINERS.register("align")
-def _align(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
-    from embedcache.fusion.train import train
-
-    return {"": train(run.head, **_where(run), options=dict(run.options) or None, **run.train, **ctx.common(seed))}
-
-
-@TRAINERS.register("classify")
-def _classify(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
-    from embedcache.fusion.classify import train_classifier
-
-    return {"": train_classifier(run.head, **_where(run), options=dict(run.options) or None, **run.train,
-                                 **ctx.common(seed))}
-
-
-@TRAINERS.register("late-fusion")
-def _late(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
-    from embedcache.fusion.late_fusion import late_fusion
-
-    kwargs = {k: v for k, v in run.train.items() if k != "methods"}
-    return dict(late_fusion(run.train.get("methods"), dataset=run.dataset, backbones=run.backbones, **kwargs,
-                            **ctx.common(seed)))
-
-
-@TRAINERS.register("majority")
-def _majority(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
-    """The majority-class floor: the commonest TRAINING class (multi-label: every category present in at least
-    half the training items) predicted for every test row, scored like the classifiers."""
-    from embedcache.fusion.classify import evaluate_probs, label_info, load_labelled
-    from embedcache.fusion.runs import find_run, make_run_id, write_record
-    from embedcache.fusion.train import check_stores, run_inputs
-
-    opts = {"train_split": "train", "test_split": "test", **run.train}
-    paths = check_stores("majority", run.dataset, tuple(run.backbones), ctx.data_dir, None)
-    train = load_labelled(paths, opts["train_split"])
-    inputs = run_inputs(train)
-    run_id = make_run_id("majority", {"inputs": [i["fingerprint"] for i in inputs], "options": opts})
-    if (found := find_run(run_id, ctx.runs_root)) is not None:
-        return {"": found}
-    test = load_labelled(paths, opts["test_split"])
-    kind, classes = label_info(train)
-    y = train.labels.numpy()
-    prior = np.bincount(y, minlength=len(classes)) / len(y) if kind == "single" else y.mean(axis=0)
-    guess = np.eye(len(classes))[prior.argmax()] if kind == "single" else (prior >= 0.5).astype(np.float64)
-    probs = np.tile(guess, (len(test), 1))  # (N_test, C): the same prediction for every row
-    record = {"run_id": run_id, "task": "majority", "head": {"name": "majority"}, "seed": seed, "inputs": inputs,
-              "data": {**opts, "train_rows": len(train), "test_rows": len(test)}, "classes": classes,
-              "label_kind": kind, "prior": prior.tolist(),
-              "metrics": {"test": evaluate_probs(probs, test.labels.numpy(), kind, classes)}}
-    return {"": write_record(record, ctx.runs_root)}
+def run_settings(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Any]:
+    """The flat settings of one run spec at one seed: its `train` table, stores, head options and where it runs
+    (embedcache.fusion.jobs.job_from routes each key to its config)."""
+    return {**run.train, "dataset": run.dataset or None, "backbones": tuple(run.backbones) or None,
+            "options": {**(run.train.get("options") or {}), **run.options}, "seed": seed,
+            "data_dir": ctx.data_dir, "runs_root": ctx.runs_root, "device": ctx.device, "progress": ctx.progress}
 
 
 def train_run(run: RunSpec, seed: int, ctx: StepContext) -> dict[str, Run]:
-    """Train (or find) one run spec at one seed; teacher stores are written first when the run has a teacher."""
+    """Train (or find) one run spec at one seed with the trainer of its head (or its named trainer); teacher
+    stores are written first when the run has a teacher."""
+    from embedcache.fusion.trainers import fit_flat
+
     if run.teacher:
         ensure_teacher(run, ctx)
-    return TRAINERS.get(trainer_name(run))(run, seed, ctx)
+    return fit_flat(run.head or run.trainer, run_settings(run, seed, ctx))
 
 
 def ensure_teacher(run: RunSpec, ctx: StepContext) -> None:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from embedcache.errors import BadInputError
 from embedcache.fusion.losses import ContrastiveLoss
 from embedcache.registry import Registry
 
@@ -99,13 +100,13 @@ class Head(nn.Module):
         known = {f.name for f in dataclasses.fields(cls.Cfg)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ValueError(f"head option(s) {unknown} not understood by {cls.__name__}; "
-                             f"known options: {', '.join(sorted(known)) or '(none)'}")
+            raise BadInputError(f"head option(s) {unknown} not understood by {cls.__name__}; "
+                                f"known options: {', '.join(sorted(known)) or '(none)'}")
         return cls.Cfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
 
     @classmethod
     def setting_for(cls, name: str) -> str:
-        """The default training setting (see `embedcache.fusion.train.SETTINGS`) of the head registered as `name`."""
+        """The default training setting (see `embedcache.fusion.settings.SETTINGS`) of the head registered as `name`."""
         return cls.default_setting
 
     @property

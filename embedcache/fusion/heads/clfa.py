@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedcache.errors import BadInputError
 from embedcache.fusion.heads.base import HEADS, Batch, HeadSpec, masked_mean
 from embedcache.fusion.heads.mlp import ClassifierHead, MLPCfg
 from embedcache.fusion.losses import hard_targets, symmetric_info_nce
@@ -126,7 +127,7 @@ class CrossAttentionHead(ClassifierHead):
         POOLINGS.get(cfg.pooling)  # fail early on an unknown pooling
         dim = self.width()
         if dim % cfg.num_heads:
-            raise ValueError(f"the fusion width {dim} must be a multiple of num_heads={cfg.num_heads}")
+            raise BadInputError(f"the fusion width {dim} must be a multiple of num_heads={cfg.num_heads}")
         self.map_text = MappingNet(spec.in_dims[0], cfg.mlp_hidden, dim)
         self.map_image = MappingNet(spec.in_dims[1], cfg.mlp_hidden, dim)
         self.layers = nn.ModuleList(CrossAttentionLayer(cfg, dim) for _ in range(cfg.layers))
@@ -179,9 +180,9 @@ class CLFAHead(CrossAttentionHead):
         dims = spec.in_dims
         cfg = self.make_cfg(spec.opts())
         if len(dims) == 4 and (dims[2] != dims[3] or cfg.dim not in (0, dims[2])):
-            raise ValueError(f"clfa maps both modalities into the teacher's space: the teacher stores must have one "
-                             f"dimension and dim (0 = theirs) must equal it; teacher dims are {dims[2]} and "
-                             f"{dims[3]}, dim is {cfg.dim}. Pass teacher stores of one space (CLIP text + image)")
+            raise BadInputError(f"clfa maps both modalities into the teacher's space: the teacher stores must have one "
+                                f"dimension and dim (0 = theirs) must equal it; teacher dims are {dims[2]} and "
+                                f"{dims[3]}, dim is {cfg.dim}. Pass teacher stores of one space (CLIP text + image)")
         super().__init__(spec)
         self._parts: dict[str, torch.Tensor] = {}
 

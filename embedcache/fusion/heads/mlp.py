@@ -1,6 +1,6 @@
 """Classifier heads over pooled embeddings: the BERT + ResNet paper's MLP, PCA and attention fusions.
 
-Registered names (all trained by `embedcache.fusion.classify.train_classifier`, labels from the stores):
+Registered names (all trained by `embedcache.fusion.classify.fit_classifier`, labels from the stores):
 - `mlp-text`, `mlp-image`: one store through an MLP (the paper's single-modality classifiers; the BERT vs
   BGE comparison is two `mlp-text` runs on two text stores).
 - `mlp-concat`: the pooled vectors of every input store concatenated, then the MLP.
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedcache.errors import BadInputError
 from embedcache.fusion.heads.base import HEADS, Batch, Head, HeadSpec, masked_mean
 from embedcache.registry import Registry
 
@@ -81,7 +82,7 @@ def pooled_inputs(batch: Batch) -> list[torch.Tensor]:
 
 @dataclass(frozen=True)
 class MLPCfg:
-    """num_classes and label_kind come from the stores (train_classifier sets them)."""
+    """num_classes and label_kind come from the stores (fit_classifier sets them)."""
 
     num_classes: int = 0
     label_kind: str = "single"  # "single" (softmax/CE) or "multi" (sigmoid/BCE)
@@ -92,7 +93,7 @@ class MLPCfg:
 class ClassifierHead(Head):
     """A head whose output is class logits (B, C); the loss comes from the label kind.
 
-    `task`, `phases` and `prepare` are what `embedcache.fusion.classify.train_classifier` uses beside the generic
+    `task`, `phases` and `prepare` are what `embedcache.fusion.classify.fit_classifier` uses beside the generic
     loop: `prepare(train)` fits anything fitted in closed form on the training rows only (PCA), and each
     name in `phases` is one `fit` after `set_phase(name)` (two-phase heads such as `mlp-supcon`).
     """
@@ -108,11 +109,11 @@ class ClassifierHead(Head):
         lo, hi = self.arity
         if not lo <= len(spec.in_dims) <= hi:
             want = f"exactly {lo}" if lo == hi else f"{lo} to {hi}"
-            raise ValueError(f"head {spec.name!r} takes {want} input store(s); got {len(spec.in_dims)} "
-                             f"({', '.join(spec.modalities) or spec.in_dims}). Pass that many --backbone options")
+            raise BadInputError(f"head {spec.name!r} takes {want} input store(s); got {len(spec.in_dims)} "
+                                f"({', '.join(spec.modalities) or spec.in_dims}). Pass that many --backbone options")
         if self.cfg.num_classes < 1:
-            raise ValueError(f"head {spec.name!r} needs num_classes >= 1; got {self.cfg.num_classes}. "
-                             "train_classifier sets it from the store's labels; pass num_classes=C otherwise")
+            raise BadInputError(f"head {spec.name!r} needs num_classes >= 1; got {self.cfg.num_classes}. "
+                                "fit_classifier sets it from the store's labels; pass num_classes=C otherwise")
         self.kind = LABEL_KINDS.get(self.cfg.label_kind)
         self.out_dim = self.cfg.num_classes
         self.phase = self.phases[-1]
@@ -142,7 +143,7 @@ class ClassifierHead(Head):
     def set_phase(self, phase: str) -> None:
         """Switch the training phase (one of `phases`)."""
         if phase not in self.phases:
-            raise ValueError(f"head {self.spec.name!r} has phases {self.phases}; got {phase!r}")
+            raise BadInputError(f"head {self.spec.name!r} has phases {self.phases}; got {phase!r}")
         self.phase = phase
 
 
@@ -223,7 +224,7 @@ class PCACfg(MLPCfg):
 PCA_SWEEP: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 50, 100)
 
 
-class PCADimsError(ValueError):
+class PCADimsError(BadInputError):
     """pca_dims is outside 1..(smallest input dimension)."""
 
 
@@ -262,7 +263,7 @@ class PCAConcatHead(ConcatMLPHead):
     def __init__(self, spec: HeadSpec) -> None:
         cfg = self.make_cfg(spec.opts())
         if cfg.pca_on not in ("modality", "fused"):
-            raise ValueError(f"pca_on must be 'modality' or 'fused'; got {cfg.pca_on!r}")
+            raise BadInputError(f"pca_on must be 'modality' or 'fused'; got {cfg.pca_on!r}")
         groups = [[d] for d in spec.in_dims] if cfg.pca_on == "modality" else [[sum(spec.in_dims)]]
         too_big = [g[0] for g in groups if cfg.pca_dims > g[0]]
         if cfg.pca_dims < 1 or too_big:
@@ -287,7 +288,7 @@ class PCAConcatHead(ConcatMLPHead):
     def features(self, batch: Batch) -> torch.Tensor:
         if not bool(self.pca_fitted):
             raise RuntimeError(f"{self.spec.name}: the PCA is not fitted. Train with "
-                               "embedcache.fusion.classify.train_classifier (it calls head.prepare(train) on the "
+                               "embedcache.fusion.classify.fit_classifier (it calls head.prepare(train) on the "
                                "training split), or call head.prepare(train_data) before fitting")
         reduced = [(v - getattr(self, f"pca_mean_{i}")) @ getattr(self, f"pca_axes_{i}")  # (B, k)
                    for i, v in enumerate(self._blocks(pooled_inputs(batch)))]
@@ -398,8 +399,8 @@ class SupConMLPHead(ClassifierHead):
     def __init__(self, spec: HeadSpec) -> None:
         super().__init__(spec)
         if self.cfg.label_kind != "single":
-            raise ValueError("mlp-supcon needs single-label classes (the N-pair loss groups items by class); "
-                             f"got label_kind={self.cfg.label_kind!r}")
+            raise BadInputError("mlp-supcon needs single-label classes (the N-pair loss groups items by class); "
+                                f"got label_kind={self.cfg.label_kind!r}")
         cfg = self.cfg
         self.encoder_mlp = make_mlp(spec.in_dims[0], cfg.hidden, None, cfg.dropout)
         width = cfg.hidden[-1] if cfg.hidden else spec.in_dims[0]
@@ -421,5 +422,5 @@ class SupConMLPHead(ClassifierHead):
 
 
 def classifier_names() -> list[str]:
-    """Registered heads that are classifiers (trained by embedcache.fusion.classify.train_classifier)."""
+    """Registered heads that are classifiers (trained by embedcache.fusion.classify.fit_classifier)."""
     return [n for n in HEADS.names() if getattr(HEADS.get(n), "task", None) == "classify"]
