@@ -48,7 +48,8 @@ CAPTION_TOKENS = 16  # word pieces of a typical caption or tweet, special tokens
 SAMPLE = 2000  # texts tokenised to estimate a split's token rows (all of them below this)
 ID_BYTES = 40  # one variable-length utf-8 id in HDF5: its 16-byte reference plus the global-heap object
 STORE_OVERHEAD = 8 << 10  # HDF5 superblock, root group and the JSON attributes of one store
-SPLIT_OVERHEAD = 8 << 10  # one split's group and dataset headers
+SPLIT_OVERHEAD = 4 << 10  # one split's group and dataset headers
+PAIR_BYTES = 2 * ID_BYTES + 4  # one graded pair: two ids and a float32 score
 
 
 @dataclass
@@ -79,11 +80,11 @@ class PipelinePlan:
 
 
 def estimate_bytes(rows: int, dim: int, token_rows: int, token_dim: int, *, itemsize: int = 2,
-                   labels: int = 8, links: bool = False) -> int:
+                   labels: int = 8, links: bool = False, pairs: int = 0) -> int:
     """Bytes of one split on disk: ids, pooled (rows, dim), tokens (token_rows, token_dim) + offsets, labels
-    (bytes per row), links."""
+    (bytes per row), links, graded pairs."""
     tokens = token_rows * token_dim * itemsize + (rows + 1) * 8 if token_rows else 0
-    return rows * (ID_BYTES + dim * itemsize + labels + (ID_BYTES if links else 0)) + tokens
+    return rows * (ID_BYTES + dim * itemsize + labels + (ID_BYTES if links else 0)) + tokens + pairs * PAIR_BYTES
 
 
 def _texts_tokens(encoder: Any, texts: Sequence[str], seed: int = 0) -> int:
@@ -143,7 +144,8 @@ def plan_store(st: StoreSpec, data_dir: str | Path | None, weights: Mapping[str,
     labels = len(ds.classes) if ds.label_kind == "multi" else 8
     links = "image" in ds.modalities and "text" in ds.modalities
     plan.est_bytes = STORE_OVERHEAD + SPLIT_OVERHEAD * len(plan.rows) + sum(
-        estimate_bytes(n, plan.dim, plan.token_rows.get(name, 0), plan.token_dim, labels=labels, links=links)
+        estimate_bytes(n, plan.dim, plan.token_rows.get(name, 0), plan.token_dim, labels=labels, links=links,
+                       pairs=len(splits[name].pairs))
         for name, n in plan.rows.items())
     return plan
 
