@@ -21,6 +21,7 @@ def test_extract_ls_info_and_a_rerun_that_does_nothing(tmp_path):
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "extracted" in first.output and "nothing to do" not in first.output
+    assert "Loading weights" not in first.output  # transformers' own tqdm bar is silenced
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "nothing to do" in again.output
     listed = runner.invoke(app, ["ls", "--data-dir", str(tmp_path)])

@@ -388,11 +388,11 @@ def test_train_classifier_refuses_alignment_heads_and_unknown_options(single_dir
 def test_concat_on_real_shapes_stores_if_extracted(tmp_path: Path) -> None:
     """On the real offline stores (`make demo`), when they exist: the fused head beats chance by far."""
     root = Path(os.environ.get("EMBEDCACHE_DATA_DIR") or "data")
-    if not all(store_path("shapes", b, root).exists() for b in ("effnet-lite0", "minilm")):
-        pytest.skip("no extracted shapes stores (run `make demo`)")
-    run = fit_classifier(job_from("mlp-concat", {"data_dir": root, "runs_root": tmp_path, "progress": False,
-                                                 "epochs": 30}))[""]
-    assert run.metrics["test"]["acc"] > 0.5
+    if not all(store_path("shapes-demo", b, root).exists() for b in ("effnet-lite0", "minilm")):
+        pytest.skip("no extracted shapes-demo stores (run `make demo`)")
+    run = fit_classifier(job_from("mlp-concat", {"dataset": "shapes-demo", "data_dir": root, "runs_root": tmp_path,
+                                                 "progress": False, "epochs": 30}))[""]
+    assert run.metrics["test"]["acc"] > 0.3  # 10 classes of hard scenes: three times chance
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 

@@ -215,7 +215,7 @@ def test_tiny_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*/run.json")]
     top1 = next(r["metrics"]["zero-shot"]["zeroshot_top1"] for r in records if r["head"]["name"] == "cbmf-add")
     assert ours == pytest.approx(100 * top1, abs=0.01)  # the table shows the run's own recorded metric
-    assert (tmp_path / "data" / "raw" / "shapes" / "shapes-30-s0" / "meta.json").is_file()  # raw data in data_dir
+    assert (tmp_path / "data" / "raw" / "shapes" / "shapes-30-s0-hard" / "meta.json").is_file()  # raw data in data_dir
     again = _run(tiny, tmp_path)  # stores fresh, runs and evaluations reused
     assert again.trained == [] and again.evaluated == []
 

@@ -229,14 +229,14 @@ def test_pair_classification_chooses_its_threshold_off_test(run, toy) -> None:
 
 @pytest.mark.slow
 def test_cbmf_add_on_real_shapes_stores(tmp_path: Path) -> None:
-    """The offline text-image setting on stores made by `make demo` (effnet-lite0 + minilm on `shapes`)."""
+    """The offline text-image setting on the stores `make demo` makes (effnet-lite0 + minilm on `shapes-demo`:
+    600 images of the hard difficulty)."""
     from embedcache.paths import store_path
 
-    needed = [store_path("shapes", b) for b in ("effnet-lite0", "minilm")]
+    needed = [store_path("shapes-demo", b) for b in ("effnet-lite0", "minilm")]
     if not all(p.exists() for p in needed):
-        pytest.skip(f"no shapes stores at {needed}: run `embedcache extract shapes --model effnet-lite0` and "
-                    "`embedcache extract shapes --model minilm` (make demo) first")
-    run = fit_one("cbmf-add", epochs=5, progress=False, runs_root=tmp_path)
+        pytest.skip(f"no shapes-demo stores at {needed}: run `make demo` first")
+    run = fit_one("cbmf-add", dataset="shapes-demo", epochs=5, progress=False, runs_root=tmp_path)
     m = evaluate_run(run, "retrieval", hit_ks=(100,))
     images = run.record["evals"]["retrieval"]["images"]
-    assert m["text_to_image_R@1"] > 10 / images  # ten times chance
+    assert m["text_to_image_R@1"] > 3 / images  # three times chance (hard scenes: ~8x after 10 epochs)

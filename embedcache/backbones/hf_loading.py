@@ -50,16 +50,20 @@ def location(spec: BackboneSpec, source: WeightsSource) -> tuple[str, dict[str, 
 
 @contextmanager
 def quiet_load_report() -> Iterator[None]:
-    """Silence transformers' load report while loading: unexpected keys are expected here (the other CLIP
-    tower, MLM / classifier heads) and missing keys are checked by `load_model`, which fails loudly."""
+    """Silence transformers' load report and its "Loading weights" tqdm bar while loading: unexpected keys are
+    expected here (the other CLIP tower, MLM / classifier heads), missing keys are checked by `load_model`, which
+    fails loudly, and a bar of its own would cut into our rich display."""
     from transformers.utils import logging
 
-    level = logging.get_verbosity()
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def from_pretrained(loader: Any, spec: BackboneSpec, source: WeightsSource, **kwargs: Any) -> Any:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from embedcache.cli.common import out, parse_options, use_data_dir, user_errors
+from embedcache.cli.show import show_eval, show_logged, show_trained
 
 Opt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Head option KEY=VALUE (repeatable).")]
 RamBudget = Annotated[float | None, typer.Option(
@@ -27,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    head: Annotated[str, typer.Argument(help="A head (`embedcache heads`), e.g. cbmf-add, mlp-concat, late-min-loss.")],
+    head: Annotated[str, typer.Argument(help="A head (`embedcache heads`), e.g. cbmf-add, mlp-concat, late-min-loss, "
+                                             "or your own: path/to/my_heads.py:NAME (docs/own-head.md).")],
     setting: Annotated[str | None, typer.Option("--setting", help="Training setting (default: the head's).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset of the stores.")] = None,
     backbone: Annotated[list[str] | None, typer.Option("--backbone", "-b", help="Store per modality.")] = None,
@@ -42,18 +44,29 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run exists.")] = False,
     ram_budget: RamBudget = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+    log: Annotated[str | None, typer.Option(
+        "--log", help="Also log per-epoch scalars and final metrics to: tensorboard (pip install "
+        "'embedcache[tensorboard]').")] = None,
+    log_dir: Annotated[Path | None, typer.Option("--log-dir", help="Where --log writes (default: results/tb).")] = None,
 ) -> None:
     """Stage two: train a head from the stores and write its run (one JSON + checkpoint under results/runs)."""
+    from embedcache.fusion.tracking import LOGGERS
     from embedcache.fusion.trainers import DataSpec, RunOptions, TrainCfg, fit_run
+    from embedcache.fusion.user_heads import resolve_head
 
     data = DataSpec(setting=setting, dataset=dataset, backbones=tuple(backbone or ()), tokens=tokens,
                     ram_budget=_bytes(ram_budget))
     run = RunOptions(data_dir=use_data_dir(data_dir), device=device, force=force)
     options = {**parse_options(option), **({"targets": targets} if targets else {})}
     with user_errors():
+        head = resolve_head(head)  # my_heads.py:NAME imports the file, which registers NAME
+        if log:
+            LOGGERS.get(log)  # an unknown logger fails before training, not after
         done = fit_run(head, data, TrainCfg(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), run, options)
-    for result in done.values():
-        _print_run(result)
+        for result in done.values():
+            show_trained(result, data_dir=run.data_dir, device=device)
+            if log:
+                show_logged(result, log, log_dir)
 
 
 def _print_run(run: Any) -> None:
@@ -90,21 +103,12 @@ def eval_(
 ) -> None:
     """Run an evaluation task on a trained run and record its metrics in the run's JSON. Without `-o split=...`
     a task evaluates the `test` split, or `val` when the stores have no `test` split; the output says which."""
-    from embedcache.fusion.runs import open_run
-    from embedcache.fusion.tasks import evaluate_run, metrics_key
+    from embedcache.fusion.tasks import evaluate_run
 
     with user_errors():
         metrics = evaluate_run(run, task, dataset=dataset, data_dir=use_data_dir(data_dir), device=device,
                                ram_budget=_bytes(ram_budget), **parse_options(option))
-        done = open_run(run)
-        info = done.record.get("evals", {}).get(metrics_key(task, dataset or "", done.inputs[0]["dataset"]), {})
-    split = f" (split {info['split']!r})" if info.get("split") else ""
-    if info.get("split_chosen"):
-        out.print(info["split_chosen"])
-    table = Table("metric", "value", title=f"{task} on {run}{split}")
-    for key, value in list(metrics.items())[:40]:
-        table.add_row(key, f"{value:.4f}")
-    out.print(table)
+        show_eval(run, task, metrics, dataset=dataset)
 
 
 def embed(

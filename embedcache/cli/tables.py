@@ -30,8 +30,9 @@ def run(
                                                       "and what is done; run nothing.")] = False,
 ) -> None:
     """Regenerate result tables: extract missing stores, train each head over its seeds, evaluate, write
-    results/<table>.md/.csv/.png. Pipelines that cannot run still write their table with what is missing;
-    the exit code is non-zero when any did not run. --plan shows what a run would build and spend first."""
+    results/<table>.md/.csv/.png and the page results/index.html. Pipelines that cannot run still write their
+    table with what is missing; the exit code is non-zero when any did not run. --plan shows what a run would
+    build and spend first."""
     from embedcache.tables.runner import run_all
 
     if plan:
@@ -45,6 +46,8 @@ def run(
         for path in r.outputs:
             if str(path).endswith(".md"):
                 out.print(f"table: {path}")
+    if result.report is not None:
+        out.print(f"report: {result.report}")
     raise typer.Exit(result.exit_code)
 
 
@@ -73,9 +76,12 @@ def pipelines() -> None:
 
 
 def tables() -> None:
-    """Rebuild every results/<table>.md/.csv/.png from the recorded runs, without training anything."""
+    """Rebuild every results/<table>.md/.csv/.png and the page results/index.html from the recorded runs,
+    without training anything."""
     from embedcache.paths import results_dir
+    from embedcache.tables.report import write_report
     from embedcache.tables.results import write_all_tables
 
     for path in write_all_tables(results_dir()):
         out.print(f"wrote {path}")
+    out.print(f"report: {write_report(results_dir())}")

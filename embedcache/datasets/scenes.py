@@ -15,6 +15,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageDraw
 
+from embedcache.registry import Registry
+
 T = TypeVar("T")
 
 IMAGE_SIZE = 128
@@ -48,7 +50,7 @@ POSITION_WORDS = {  # (row, col) of a 3x3 grid -> phrases
     (1, 0): ("left", "left side"), (1, 1): ("centre", "middle"), (1, 2): ("right", "right side"),
     (2, 0): ("bottom left", "lower left"), (2, 1): ("bottom", "bottom middle"), (2, 2): ("bottom right", "lower right"),
 }
-COUNT_WORDS = ("one", "two", "three")
+COUNT_WORDS = ("one", "two", "three", "four")
 PREFIXES = ("picture of", "a photo of", "an illustration of", "image of", "a drawing of")
 
 
@@ -175,6 +177,43 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         objects.append(Obj(int(shape), pick(rng, palette), float(r), x, y, float(rng.uniform(-0.3, 0.3))))
     return Scene(tuple(objects), background, float(rng.uniform(-60, 60)) * (rng.random() < 0.5),
                  float(rng.uniform(2, 12)))
+
+
+def sample_hard_scene(rng: np.random.Generator) -> Scene:
+    """2-4 objects of distinct shapes, the first (the label) only 10-40% larger than the others and placed
+    anywhere, so the later ones may cover part of it; heavy pixel noise. Classifying the largest object is then
+    a task a frozen image backbone does not solve outright (the demo tables need rows below their ceiling)."""
+    n = int(rng.choice(3, p=[0.3, 0.4, 0.3])) + 2
+    shapes = rng.choice(len(CLASSES), n, replace=False)
+    background = pick(rng, tuple(COLOURS))
+    palette = [c for c in COLOURS if c != background]
+    main = IMAGE_SIZE * rng.uniform(0.12, 0.20)
+    objects: list[Obj] = []
+    for i, shape in enumerate(shapes):
+        r = main if i == 0 else main / rng.uniform(1.1, 1.4)
+        x, y = rng.uniform(r, IMAGE_SIZE - r, size=2)
+        objects.append(Obj(int(shape), pick(rng, palette), float(r), float(x), float(y),
+                           float(rng.uniform(-0.6, 0.6))))
+    return Scene(tuple(objects), background, float(rng.uniform(-60, 60)), float(rng.uniform(20, 40)))
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How a shapes dataset is drawn and split: the scene sampler, the train/val fractions of the images (test
+    is the rest) and the graded caption pairs drawn per image."""
+
+    sample: Callable[[np.random.Generator], Scene]
+    train: float = 0.8
+    val: float = 0.1
+    pairs_per_image: int = 1
+
+
+# "easy" is the original dataset (its pixels, splits and stores are unchanged); "hard" keeps half the images
+# for test and draws three pairs per image, so a 600-image demo trains on 240 images (as the 300-image easy
+# demo did) and tests on 300 images, 900 captions and ~900 graded pairs.
+DIFFICULTIES: Registry[Difficulty] = Registry("shapes difficulty")
+DIFFICULTIES.register("easy", Difficulty(sample_scene))
+DIFFICULTIES.register("hard", Difficulty(sample_hard_scene, train=0.4, val=0.1, pairs_per_image=3))
 
 
 # ---------------------------------------------------------------- captions and pair scores

@@ -37,6 +37,7 @@ from embedcache.datasets.common import decode, read_lines
 from embedcache.datasets.scenes import (
     CLASSES,
     COLOURS,
+    DIFFICULTIES,
     IMAGE_SIZE,
     Mention,
     Scene,
@@ -44,7 +45,6 @@ from embedcache.datasets.scenes import (
     pair_score,
     pick,
     render,
-    sample_scene,
 )
 from embedcache.errors import BadInputError
 
@@ -74,10 +74,10 @@ class Caption:
     mentions: list[Mention]
 
 
-def assign_splits(size: int, seed: int) -> list[str]:
-    """80/10/10 by image, from a seeded permutation: split name per image index."""
+def assign_splits(size: int, seed: int, train: float = 0.8, val: float = 0.1) -> list[str]:
+    """train/val/rest (80/10/10 by default) by image, from a seeded permutation: split name per image index."""
     order = np.random.default_rng([seed, 1]).permutation(size)
-    n_train, n_val = round(0.8 * size), round(0.1 * size)
+    n_train, n_val = round(train * size), round(val * size)
     names = np.empty(size, dtype=object)
     names[order[:n_train]], names[order[n_train:n_train + n_val]], names[order[n_train + n_val:]] = SPLITS
     return list(names)
@@ -100,8 +100,8 @@ def _pair_partner(rng: np.random.Generator, i: int, scenes: list[Scene], pools: 
 
 
 def make_pairs(rng: np.random.Generator, split_images: list[int], scenes: list[Scene],
-               captions_of: list[list[Caption]]) -> list[tuple[str, str, float]]:
-    """About one graded pair per image of the split: (caption_id_a, caption_id_b, score)."""
+               captions_of: list[list[Caption]], per_image: int = 1) -> list[tuple[str, str, float]]:
+    """About `per_image` graded pairs per image of the split: (caption_id_a, caption_id_b, score)."""
     pools: dict[tuple, list[int]] = defaultdict(list)
     for i in split_images:
         pools[()].append(i)
@@ -109,7 +109,7 @@ def make_pairs(rng: np.random.Generator, split_images: list[int], scenes: list[S
         for o in scenes[i].objects:
             pools[("shape", o.shape)].append(i)
     pairs = []
-    for i in split_images:
+    for i in [i for _ in range(per_image) for i in split_images]:
         j = _pair_partner(rng, i, scenes, pools)
         a = pick(rng, captions_of[i])
         b = pick(rng, [c for c in captions_of[j] if c.id != a.id] or captions_of[j])
@@ -123,22 +123,24 @@ def _tsv(header: tuple[str, ...], rows: Iterator[tuple[Any, ...]]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _write_dataset(out: Path, size: int, seed: int, captions_per_image: int) -> None:
+def _write_dataset(out: Path, size: int, seed: int, captions_per_image: int, difficulty: str = "easy") -> None:
     """Draw every image, caption and pair into `out` (a fresh directory). Image i uses its own generator
     (seed, 0, i), so pixels do not depend on the order or the number of images drawn before it."""
-    splits = assign_splits(size, seed)
+    how = DIFFICULTIES.get(difficulty)
+    splits = assign_splits(size, seed, how.train, how.val)
     scenes, captions_of = [], []
     (out / "images").mkdir(parents=True)
     for i in range(size):
         rng = np.random.default_rng([seed, 0, i])
-        scene = sample_scene(rng)
+        scene = how.sample(rng)
         Image.fromarray(render(scene, rng)).save(out / "images" / f"{image_id(i)}.jpg", quality=90)
         texts = make_captions(rng, scene, captions_per_image)
         captions_of.append([Caption(f"{image_id(i)}-c{k}", i, t, m) for k, (t, m) in enumerate(texts)])
         scenes.append(scene)
     pair_rng = np.random.default_rng([seed, 2])
     pairs = [(name, *p) for name in SPLITS
-             for p in make_pairs(pair_rng, [i for i in range(size) if splits[i] == name], scenes, captions_of)]
+             for p in make_pairs(pair_rng, [i for i in range(size) if splits[i] == name], scenes, captions_of,
+                                 how.pairs_per_image)]
     annotations = ((image_id(i), splits[i], sc.objects[0].shape, ",".join(str(s) for s in sorted(
         {o.shape for o in sc.objects}))) for i, sc in enumerate(scenes))
     captions = ((c.id, image_id(c.image), c.text) for cs in captions_of for c in cs)
@@ -146,6 +148,7 @@ def _write_dataset(out: Path, size: int, seed: int, captions_per_image: int) -> 
         (out / name).write_bytes(_tsv(HEADERS[name], rows))
     meta = {"name": "shapes", "version": FORMAT_VERSION, "size": size, "seed": seed,
             "captions_per_image": captions_per_image, "image_size": IMAGE_SIZE, "classes": list(CLASSES),
+            **({} if difficulty == "easy" else {"difficulty": difficulty}),
             "colours": list(COLOURS), "splits": {n: splits.count(n) for n in SPLITS},
             "pairs": {n: sum(p[0] == n for p in pairs) for n in SPLITS}}
     (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")  # last: marks it whole
@@ -155,32 +158,36 @@ def image_id(i: int) -> str:
     return f"shape{i:06d}"
 
 
-def _meta_mismatch(root: Path, size: int, seed: int, captions_per_image: int) -> str | None:
+def _meta_mismatch(root: Path, size: int, seed: int, captions_per_image: int, difficulty: str = "easy"
+                   ) -> str | None:
     """None when root/meta.json describes this exact dataset, else what differs."""
-    meta = json.loads((root / "meta.json").read_text())
-    want = {"version": FORMAT_VERSION, "size": size, "seed": seed, "captions_per_image": captions_per_image}
+    meta = {"difficulty": "easy", **json.loads((root / "meta.json").read_text())}
+    want = {"version": FORMAT_VERSION, "size": size, "seed": seed, "captions_per_image": captions_per_image,
+            "difficulty": difficulty}
     diff = [f"{k}={meta.get(k)!r} (asked {v!r})" for k, v in want.items() if meta.get(k) != v]
     return ", ".join(diff) or None
 
 
 def generate_shapes(root: Path, size: int = DEFAULT_SIZE, seed: int = 0, captions_per_image: int = 3,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, difficulty: str = "easy") -> Path:
     """Write the shapes dataset to `root`, deterministically from `seed`, and return `root`. It is built in a
     sibling temp directory and renamed into place, so a crash never leaves a half dataset that looks whole.
-    An existing identical dataset is kept; a different one is an error unless `overwrite`."""
+    An existing identical dataset is kept; a different one is an error unless `overwrite`. difficulty: "easy"
+    (the original scenes) or "hard" (cluttered, occluded, noisy: embedcache.datasets.scenes.sample_hard_scene)."""
+    DIFFICULTIES.get(difficulty)  # an unknown difficulty fails here, listing the known ones
     if size < 10 or captions_per_image < 1:
         raise BadInputError(f"shapes needs size >= 10 and captions_per_image >= 1; got {size}, {captions_per_image}")
     root = Path(root)
     if (root / "meta.json").exists() and not overwrite:
-        if (diff := _meta_mismatch(root, size, seed, captions_per_image)) is None:
+        if (diff := _meta_mismatch(root, size, seed, captions_per_image, difficulty)) is None:
             return root
         raise FileExistsError(f"{root} holds another shapes dataset ({diff}); pass overwrite=True or another root")
     _remove_stale_temps(root)
     tmp = root.with_name(f"{root.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_dataset(tmp, size, seed, captions_per_image)
-        _publish(tmp, root, size, seed, captions_per_image)
+        _write_dataset(tmp, size, seed, captions_per_image, difficulty)
+        _publish(tmp, root, size, seed, captions_per_image, difficulty)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
@@ -197,7 +204,8 @@ def _remove_stale_temps(root: Path) -> None:
             continue
 
 
-def _publish(tmp: Path, root: Path, size: int, seed: int, captions_per_image: int) -> None:
+def _publish(tmp: Path, root: Path, size: int, seed: int, captions_per_image: int, difficulty: str = "easy"
+             ) -> None:
     """Rename tmp -> root; an old root is moved aside first. A concurrent writer that published the same
     dataset first wins and ours is dropped."""
     old = root.with_name(f"{root.name}.old-{os.getpid()}")
@@ -208,7 +216,7 @@ def _publish(tmp: Path, root: Path, size: int, seed: int, captions_per_image: in
     try:
         os.replace(tmp, root)
     except OSError:
-        if not (root / "meta.json").exists() or _meta_mismatch(root, size, seed, captions_per_image):
+        if not (root / "meta.json").exists() or _meta_mismatch(root, size, seed, captions_per_image, difficulty):
             raise
     shutil.rmtree(old, ignore_errors=True)
 
@@ -304,29 +312,35 @@ def read_pairs(path: Path, caption_split: dict[str, str]) -> list[tuple[str, Pai
     return out
 
 
-def default_root(size: int, seed: int, captions_per_image: int, data_dir: str | Path | None = None) -> Path:
-    """<data-dir>/raw/shapes/shapes-<size>-s<seed>[-c<captions>] (the suffix only when not the default 3)."""
+def default_root(size: int, seed: int, captions_per_image: int, data_dir: str | Path | None = None,
+                 difficulty: str = "easy") -> Path:
+    """<data-dir>/raw/shapes/shapes-<size>-s<seed>[-c<captions>][-<difficulty>] (suffixes only when not the
+    defaults: 3 captions, easy)."""
     suffix = "" if captions_per_image == 3 else f"-c{captions_per_image}"
+    suffix += "" if difficulty == "easy" else f"-{difficulty}"
     return paths.raw_dir("shapes", data_dir) / f"shapes-{size}-s{seed}{suffix}"
 
 
 @DATASETS.register("shapes")
 class ShapesDataset(Dataset):
     """The generated shapes dataset (see the module docstring for the layout). Generated on first use when
-    its root holds none; `labels="multi"` gives each image the tuple of classes present."""
+    its root holds none; `labels="multi"` gives each image the tuple of classes present; `difficulty="hard"`
+    draws cluttered, partly occluded, noisy scenes (the demo twins use it so no row sits at its ceiling)."""
 
     name = "shapes"
     origin = "generated"
 
     def __init__(self, root: str | Path | None = None, size: int = DEFAULT_SIZE, seed: int = 0,
-                 captions_per_image: int = 3, labels: str = "single") -> None:
+                 captions_per_image: int = 3, labels: str = "single", difficulty: str = "easy") -> None:
         if labels not in LABEL_KINDS:
             raise BadInputError(f"unknown labels {labels!r} for shapes; known: {', '.join(LABEL_KINDS)}")
+        DIFFICULTIES.get(difficulty)
         size, seed, captions_per_image = int(size), int(seed), int(captions_per_image)
-        super().__init__(root, size=size, seed=seed, captions_per_image=captions_per_image, labels=labels)
-        self.size, self.seed, self.captions_per_image = size, seed, captions_per_image
+        hard = {} if difficulty == "easy" else {"difficulty": difficulty}  # easy stores keep their fingerprints
+        super().__init__(root, size=size, seed=seed, captions_per_image=captions_per_image, labels=labels, **hard)
+        self.size, self.seed, self.captions_per_image, self.difficulty = size, seed, captions_per_image, difficulty
         self.label_kind = labels  # type: ignore[assignment]
-        self.version = f"{FORMAT_VERSION}-n{size}-s{seed}-c{captions_per_image}"
+        self.version = f"{FORMAT_VERSION}-n{size}-s{seed}-c{captions_per_image}" + (f"-{difficulty}" if hard else "")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -339,15 +353,15 @@ class ShapesDataset(Dataset):
     def data_root(self) -> Path:
         if self.root is not None:
             return self.root
-        return default_root(self.size, self.seed, self.captions_per_image, self.data_dir)
+        return default_root(self.size, self.seed, self.captions_per_image, self.data_dir, self.difficulty)
 
     def ensure(self) -> Path:
         """The dataset root, generated first when it holds no dataset; a different dataset there is an error."""
         root = self.data_root
         if not (root / "meta.json").exists():
             log.info("generating the shapes dataset (%d images, seed %d) in %s", self.size, self.seed, root)
-            generate_shapes(root, self.size, self.seed, self.captions_per_image)
-        if diff := _meta_mismatch(root, self.size, self.seed, self.captions_per_image):
+            generate_shapes(root, self.size, self.seed, self.captions_per_image, difficulty=self.difficulty)
+        if diff := _meta_mismatch(root, self.size, self.seed, self.captions_per_image, self.difficulty):
             raise DatasetFormatError(f"{root} holds another shapes dataset ({diff}); pass matching options, "
                                      "another root, or delete it to regenerate")
         return root

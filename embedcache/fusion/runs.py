@@ -25,6 +25,7 @@ from embedcache import __version__
 from embedcache.errors import NotFoundError
 from embedcache.fingerprint import fingerprint, to_plain
 from embedcache.fusion.heads import Head, HeadSpec, create_head
+from embedcache.fusion.user_heads import ensure_head, head_file_record
 from embedcache.paths import results_dir
 
 RUN_JSON = "run.json"
@@ -70,6 +71,7 @@ class Run:
 
     @property
     def head_spec(self) -> HeadSpec:
+        ensure_head(self.record)  # a head from a user's file: import it first (embedcache.fusion.user_heads)
         return HeadSpec.from_plain(self.record["head"])
 
     @property
@@ -104,7 +106,7 @@ def save_run(record: dict[str, Any], head: Head, root: str | Path | None = None)
     save_file(state, tmp, metadata={"run_id": record["run_id"], "head": head.spec.name})
     os.replace(tmp, out / CHECKPOINT)
     record = {"schema": RUN_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
-              "checkpoint": CHECKPOINT, **record}
+              "checkpoint": CHECKPOINT, **head_file_record(head.spec.name), **record}
     write_json(out / RUN_JSON, record)
     return Run(out, json.loads((out / RUN_JSON).read_text()))
 

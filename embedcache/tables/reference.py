@@ -33,7 +33,7 @@ def pipelines_dir() -> Path:
     local = Path("pipelines")
     if (local / REFERENCE_FILE).is_file():
         return local
-    return Path(__file__).resolve().parents[2] / "pipelines"  # the checkout root, beside embedcache/
+    return Path(__file__).resolve().parents[2] / "pipelines"  # embedcache/tables/ -> the checkout
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedcache.tables.compare import comparisons
 from embedcache.tables.reference import REFERENCE_FILE, ReferenceTable, reference_table
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | 
             lines.append(f"This is a demo twin of `{spec.twin_of}` on generated data with offline backbones: the "
                          "paper columns come from the real setup and are NOT comparable; they show the layout.")
     notes = list(spec.notes) + list(manifest.get("notes", []))
+    if manifest.get("status", "complete") == "complete":
+        notes += comparisons(spec, build_rows(spec, manifest, ref))
     lines += [""] + [f"- {n}" for n in notes] if notes else []
     runs = manifest.get("runs", {})
     if runs:

@@ -100,7 +100,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, paths: Paths | None = None, *,
     """
     from embedcache.tables import steps as steps
 
-    spec = spec if isinstance(spec, PipelineSpec) else load_pipeline(spec)
+    spec = user_heads(spec if isinstance(spec, PipelineSpec) else load_pipeline(spec))
     chosen = resolve_seeds(spec, seeds)
     t0 = time.perf_counter()
     paths = paths or Paths.resolve()
@@ -129,6 +129,19 @@ def run_pipeline(spec: PipelineSpec | str | Path, paths: Paths | None = None, *,
     result.outputs = write_outputs(spec, result, paths.results_dir)
     log.info("%s", result.summary())
     return result
+
+
+def user_heads(spec: PipelineSpec) -> PipelineSpec:
+    """The spec with every `path.py:NAME` head imported from its file (relative to the spec's folder) and named
+    by its registered NAME (embedcache.fusion.user_heads); a spec of the package's own heads is returned as is."""
+    from embedcache.fusion.user_heads import is_file_ref, resolve_head
+
+    if not any(is_file_ref(r.head) for r in spec.runs):
+        return spec
+    base = Path(spec.path).parent if spec.path else None
+    runs = tuple(dataclasses.replace(r, head=resolve_head(r.head, base)) if is_file_ref(r.head) else r
+                 for r in spec.runs)
+    return dataclasses.replace(spec, runs=runs)
 
 
 def _train_and_evaluate(spec: PipelineSpec, seeds: tuple[int, ...], ctx: Any, result: PipelineResult) -> None:
@@ -172,6 +185,7 @@ class AllResult:
     """The outcome of `run_all`: one PipelineResult per pipeline, in order."""
 
     results: list[PipelineResult]
+    report: Path | None = None  # results/index.html
 
     @property
     def not_run(self) -> list[PipelineResult]:
@@ -233,7 +247,18 @@ def run_all(names: Sequence[str] | None = None, *, demo: bool | None = None, dir
             if spec is not None:
                 failed.outputs = _try_write(spec, failed, paths.results_dir)
             results.append(failed)
-    return AllResult(results)
+    return AllResult(results, report=_try_report(paths.results_dir))
+
+
+def _try_report(out_dir: Path) -> Path | None:
+    """results/index.html over every manifest in `out_dir`; a failure to write it is logged, not raised."""
+    from embedcache.tables.report import write_report
+
+    try:
+        return write_report(out_dir)
+    except Exception:  # the tables are written; a broken page must not turn a finished run into a failure
+        log.exception("could not write the report page in %s", out_dir)
+        return None
 
 
 def _try_write(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:
