@@ -97,35 +97,51 @@ def child(name: str, root: Path, weights: dict[str, Path], steps: int) -> int:
     return 0 if result.ok else 1
 
 
-def watch(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, int]:
-    """Run `cmd`, polling the RSS of it and its descendants; returns (exit code, wall seconds, CPU seconds of the
-    tree, peak tree RSS). CPU seconds are what the figures mean on a shared machine, where wall time stretches."""
+def tree_memory(ps: Any) -> tuple[int, int]:
+    """(RSS, PSS) summed over a process and its descendants. RSS counts pages shared between them (torch's
+    libraries in every decode worker) once per process, an upper bound; PSS splits them (Linux smaps_rollup)."""
+    import psutil
+
+    rss = pss = 0
+    for p in [ps, *ps.children(recursive=True)]:
+        try:
+            info = p.memory_full_info()
+            rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
+        except psutil.Error:
+            pass
+    return rss, pss
+
+
+def watch(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, int, int]:
+    """Run `cmd`, polling the memory of it and its descendants; returns (exit code, wall seconds, CPU seconds of
+    the tree, peak tree RSS, peak tree PSS). CPU seconds are what the figures mean on a shared machine, where
+    wall time stretches with the load."""
     import resource
 
     import psutil
 
-    t0, peak = time.perf_counter(), 0
+    t0, peak, peak_pss = time.perf_counter(), 0, 0
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         ps = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                tree = [ps, *ps.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                rss, pss = tree_memory(ps)
+                peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             except psutil.Error:
                 pass
             time.sleep(0.2)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return proc.returncode, time.perf_counter() - t0, cpu, peak
+    return proc.returncode, time.perf_counter() - t0, cpu, peak, peak_pss
 
 
 def run_one(name: str, root: Path, steps: int) -> dict[str, Any]:
     """One pipeline in a child process, measured; its stores' disk against the plan's estimate."""
     cmd = [sys.executable, __file__, "--child", name, "--dir", str(root), "--steps", str(steps)]
     env = {**os.environ, "EMBEDCACHE_DATA_DIR": str(root / "data"), "PYTHONUNBUFFERED": "1"}
-    rc, seconds, cpu, peak = watch(cmd, env, root / f"log-{name}.txt")
+    rc, seconds, cpu, peak, peak_pss = watch(cmd, env, root / f"log-{name}.txt")
     plan_file = root / f"plan-{name}.json"
     estimates = json.loads(plan_file.read_text()) if plan_file.exists() else {}
     actual = {p: Path(p).stat().st_size for p in estimates if Path(p).exists()}
@@ -133,7 +149,7 @@ def run_one(name: str, root: Path, steps: int) -> dict[str, Any]:
     off = [f"{Path(p).parent.name}/{Path(p).name} plan {estimates[p]:,} vs disk {b:,}" for p, b in actual.items()
            if abs(estimates[p] - b) > max(SIZE_TOLERANCE * b, SIZE_SLACK)]
     return {"pipeline": name, "ok": rc == 0, "seconds": round(seconds, 1), "cpu_s": round(cpu, 1),
-            "peak_rss_gib": round(peak / 2**30, 2),
+            "peak_rss_gib": round(peak / 2**30, 2), "peak_pss_gib": round(peak_pss / 2**30, 2),
             "new_store_bytes": disk, "plan_bytes": est, "plan_misses": off, "log": str(root / f"log-{name}.txt")}
 
 
@@ -160,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_one(name, root, args.steps))
         r = rows[-1]
         print(f"{name:20s} {'ok' if r['ok'] else 'FAILED':6s} {r['seconds']:7.1f}s wall {r['cpu_s']:7.1f}s CPU  "
-              f"peak RSS {r['peak_rss_gib']:5.2f} GiB  new stores {r['new_store_bytes'] / 2**20:9.1f} MiB  "
+              f"peak RSS {r['peak_rss_gib']:5.2f} GiB (PSS {r['peak_pss_gib']:5.2f})  "
+              f"new stores {r['new_store_bytes'] / 2**20:9.1f} MiB  "
               f"plan {r['plan_bytes'] / 2**20:9.1f} MiB"
               + (f"  plan misses: {'; '.join(r['plan_misses'])}" if r["plan_misses"] else ""), flush=True)
         if not r["ok"]:
