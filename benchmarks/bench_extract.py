@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from embedcache.datasets.images import check_text, load_image
-from embedcache.extract import default_workers, plan_extraction, run_plan
+from embedcache.extract import ExtractCfg, RunCfg, default_workers, plan_extraction, run_plan
 
 
 def model_alone(plan, items, batch_size: int) -> float:
@@ -44,7 +44,7 @@ def whole_extraction(plan, batch_size: int, workers: int) -> float:
     """items/s of run_plan on the train split into a fresh store (model already loaded)."""
     n = len(plan.splits["train"].items(plan.encoder.spec.modality))
     start = time.perf_counter()
-    run_plan(plan, splits=["train"], batch_size=batch_size, workers=workers)
+    run_plan(plan, RunCfg(splits=("train",), batch_size=batch_size, workers=workers))
     return n / (time.perf_counter() - start)
 
 
@@ -78,8 +78,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["EMBEDCACHE_DATA_DIR"] = tmp  # the generated dataset and the stores both go here
         for model, bs in (("effnet-lite0", 64), ("minilm", 128)):
-            plan = plan_extraction("shapes", model, data_dir=Path(tmp), dataset_options={"size": args.size},
-                                   device="cpu")
+            plan = plan_extraction(ExtractCfg("shapes", model, data_dir=Path(tmp),
+                                              dataset_options={"size": args.size}, device="cpu"))
             items = plan.splits["train"].items(plan.encoder.spec.modality)
             alone = model_alone(plan, items, bs)
             whole = whole_extraction(plan, bs, args.workers)
@@ -89,8 +89,8 @@ def main() -> None:
             figures[f"{key}_extract_over_model"] = round(whole / alone, 3)
             print(f"{model:14s} {len(items):6d} items  model alone {alone:8.1f}/s  whole extraction "
                   f"{whole:8.1f}/s  ratio {whole / alone:.3f}")
-        plan = plan_extraction("shapes", "effnet-lite0", data_dir=Path(tmp), store_name="layouts",
-                               dataset_options={"size": args.layout_size}, device="cpu")
+        plan = plan_extraction(ExtractCfg("shapes", "effnet-lite0", data_dir=Path(tmp), store_name="layouts",
+                                          dataset_options={"size": args.layout_size}, device="cpu"))
         layouts = cpu_layouts(plan, 64, args.workers)
         for key, rate in layouts.items():
             figures[f"effnet_lite0_cpu_{key}_items_per_s"] = round(rate, 1)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = {"extract": "bench_extract.py", "train": "bench_train.py", "stream": "bench_stream.py"}
+SCRIPTS = {"extract": "bench_extract.py", "ray": "bench_ray.py", "train": "bench_train.py", "stream": "bench_stream.py"}
 
 
 def main() -> int:

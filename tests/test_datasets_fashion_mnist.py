@@ -93,12 +93,12 @@ def test_extract_debian_fashion_mnist_with_effnet_lite0(tmp_path: Path, monkeypa
     backbones = pytest.importorskip("embedcache.backbones")
     if not hasattr(backbones, "create_encoder"):
         pytest.skip("embedcache.backbones (create_encoder, effnet-lite0) is not in this checkout yet")
-    from embedcache.extract import extract
+    from embedcache.extract import ExtractCfg, RunCfg, extract
     from embedcache.store import open_store
 
     monkeypatch.setenv("EMBEDCACHE_DATA_DIR", str(tmp_path))
-    path, reports = extract("fashion-mnist", "effnet-lite0", splits=["test"], limit=200, data_dir=tmp_path,
-                            device="cpu", workers=0)
+    path, reports = extract(ExtractCfg("fashion-mnist", "effnet-lite0", limit=200, data_dir=tmp_path, device="cpu"),
+                            RunCfg(splits=("test",), workers=0))
     labels = np.array([it.label for it in create_dataset("fashion-mnist").load_split("test").images[:200]])
     store = open_store(path)
     try:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from embedcache.datasets import DATASETS, Dataset, Item, Split
-from embedcache.extract import ExtractError, extract
+from embedcache.extract import ExtractCfg, ExtractError, RunCfg, extract
 from embedcache.store import StaleStoreError, open_store
 
 SIZE = {"size": 30}  # 30 generated images, 90 captions: a few seconds per backbone on two cores
@@ -23,7 +23,8 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def test_text_store_holds_every_caption_with_tokens_labels_links_and_pairs(data_dir):
-    path, reports = extract("shapes", "minilm", tokens=True, data_dir=data_dir, dataset_options=SIZE, workers=0)
+    cfg = ExtractCfg("shapes", "minilm", tokens=True, data_dir=data_dir, dataset_options=SIZE)
+    path, reports = extract(cfg, RunCfg(workers=0))
     ds = DATASETS.get("shapes")(**SIZE)
     with open_store(path) as store:
         assert store.splits == ["train", "val", "test"] or sorted(store.splits) == ["test", "train", "val"]
@@ -41,7 +42,7 @@ def test_text_store_holds_every_caption_with_tokens_labels_links_and_pairs(data_
             assert len(a) == len(split.pairs) and float(score[0]) == pytest.approx(split.pairs[0].score)
         assert store.attrs["dtype"] == "float16" and store.attrs["tokens"] is True
     assert {r.status for r in reports} == {"extracted"}
-    _, again = extract("shapes", "minilm", tokens=True, data_dir=data_dir, dataset_options=SIZE, workers=0)
+    _, again = extract(cfg, RunCfg(workers=0))
     assert {r.status for r in again} == {"up to date"}
 
 
@@ -49,8 +50,8 @@ def test_image_store_matches_a_direct_forward_pass(data_dir):
     from embedcache.backbones import create_encoder
     from embedcache.datasets.images import load_image
 
-    path, _ = extract("shapes", "effnet-lite0", splits=["val"], data_dir=data_dir, dataset_options=SIZE,
-                      dtype="float32", workers=1)
+    path, _ = extract(ExtractCfg("shapes", "effnet-lite0", data_dir=data_dir, dataset_options=SIZE, dtype="float32"),
+                      RunCfg(splits=("val",), workers=1))
     items = DATASETS.get("shapes")(**SIZE).load_split("val").images
     enc = create_encoder("effnet-lite0")
     tf = enc.image_transform()
@@ -61,12 +62,13 @@ def test_image_store_matches_a_direct_forward_pass(data_dir):
 
 
 def test_changed_settings_are_refused_until_force(data_dir):
-    extract("shapes", "minilm", splits=["val"], data_dir=data_dir, dataset_options=SIZE)
+    val = RunCfg(splits=("val",))
+    extract(ExtractCfg("shapes", "minilm", data_dir=data_dir, dataset_options=SIZE), val)
+    cls = ExtractCfg("shapes", "minilm", data_dir=data_dir, dataset_options=SIZE, pooling="cls")
     with pytest.raises(StaleStoreError, match="pooling") as err:
-        extract("shapes", "minilm", splits=["val"], data_dir=data_dir, dataset_options=SIZE, pooling="cls")
+        extract(cls, val)
     assert "--force" in str(err.value)
-    path, _ = extract("shapes", "minilm", splits=["val"], data_dir=data_dir, dataset_options=SIZE, pooling="cls",
-                      force=True)
+    path, _ = extract(cls, RunCfg(splits=("val",), force=True))
     with open_store(path) as store:
         assert store.attrs["pooling"] == "cls"
 
@@ -146,8 +148,8 @@ def messy_dataset(messy):
 
 def test_bad_images_are_recorded_as_skips_with_reasons(data_dir, messy_dataset):
     good, bad = messy_dataset
-    path, reports = extract("messy", "effnet-lite0", data_dir=data_dir, on_error="skip", workers=1,
-                            dataset_options={"images": {**good, **bad}})
+    cfg = ExtractCfg("messy", "effnet-lite0", data_dir=data_dir, dataset_options={"images": {**good, **bad}})
+    path, reports = extract(cfg, RunCfg(on_error="skip", workers=1))
     with open_store(path) as store:
         sp = store.split("train")
         assert sorted(sp.ids) == sorted(good)
@@ -162,12 +164,14 @@ def test_bad_images_are_recorded_as_skips_with_reasons(data_dir, messy_dataset):
 def test_bad_image_fails_naming_the_item_and_the_fix(data_dir, messy_dataset):
     good, bad = messy_dataset
     with pytest.raises(ExtractError, match="(?s)'trunc'.*on-error skip"):
-        extract("messy", "effnet-lite0", data_dir=data_dir, workers=0,
-                dataset_options={"images": {"gray": good["gray"], "trunc": bad["trunc"]}})
+        images = {"gray": good["gray"], "trunc": bad["trunc"]}
+        extract(ExtractCfg("messy", "effnet-lite0", data_dir=data_dir, dataset_options={"images": images}),
+                RunCfg(workers=0))
 
 
 def test_bad_captions_and_duplicate_ids_are_skipped(data_dir, messy_dataset):
-    path, _ = extract("messy", "minilm", data_dir=data_dir, on_error="skip", dataset_options={"images": {}})
+    path, _ = extract(ExtractCfg("messy", "minilm", data_dir=data_dir, dataset_options={"images": {}}),
+                      RunCfg(on_error="skip"))
     with open_store(path) as store:
         sp = store.split("train")
         assert list(sp.ids) == ["ok", "ok2"]

@@ -12,11 +12,11 @@ from embedcache.paths import Paths
 
 def test_extract_with_a_data_dir_reads_and_generates_raw_data_there(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from embedcache.extract import extract
+    from embedcache.extract import ExtractCfg, extract
 
     elsewhere, here = tmp_path / "elsewhere", tmp_path / "here"
     monkeypatch.setenv("EMBEDCACHE_DATA_DIR", str(elsewhere))
-    extract("shapes", "minilm", data_dir=here, dataset_options={"size": 20})
+    extract(ExtractCfg("shapes", "minilm", data_dir=here, dataset_options={"size": 20}))
     assert (here / "raw" / "shapes" / "shapes-20-s0" / "meta.json").exists()  # generated under the data dir
     assert (here / "stores" / "shapes" / "minilm.h5").exists()
     assert not elsewhere.exists() and os.environ["EMBEDCACHE_DATA_DIR"] == str(elsewhere)

@@ -39,23 +39,39 @@ def extract(
     dtype: Annotated[str, typer.Option("--dtype", help="float16 | float32 on disk.")] = "float16",
     part: Annotated[str, typer.Option("--part", help="K/N: this process writes every N-th shard.")] = "0/1",
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Rows per resumable shard.")] = 1024,
+    ray: Annotated[bool, typer.Option("--ray", help="Encode the shards on a pool of Ray workers.")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="auto | HOST:PORT | ray://HOST:PORT (default: as ray.init(), else a local cluster).")
+    ] = None,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0, help="GPUs per Ray worker.")] = 0,
+    cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", min=0, help="CPUs per Ray worker.")] = 1,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", min=1, help="Ray workers at most.")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Stage one: embed DATASET with a frozen backbone into <data-dir>/stores/DATASET/MODEL.h5."""
+    from embedcache.extract import ExtractCfg, RunCfg
     from embedcache.extract import extract as run_extract
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter("--on-error must be 'fail' or 'skip'")
     k, n = parse_part(part)
+    cfg = ExtractCfg(dataset, model, root=root, data_dir=use_data_dir(data_dir), dataset_options=parse_options(option),
+                     store_name=name, limit=limit, tokens=tokens, pooling=pooling, weights=weights, dtype=dtype,
+                     shard_size=shard_size, device=device)
+    run = RunCfg(splits=tuple(split) if split else None, batch_size=batch_size, workers=workers, force=force,
+                 on_error=on_error, part=(k, n))
     bars = progress()
     with user_errors(), bars:
-        path, reports = run_extract(
-            dataset, model, splits=split, tokens=tokens, root=root, data_dir=use_data_dir(data_dir),
-            dataset_options=parse_options(option), store_name=name, device=device, batch_size=batch_size,
-            workers=workers, limit=limit, force=force, on_error=on_error, pooling=pooling, weights=weights,
-            dtype=dtype, part=(k, n), shard_size=shard_size, progress=_bar_factory(bars),
-        )
+        if not ray:
+            path, reports = run_extract(cfg, run, progress=_bar_factory(bars))
+        else:
+            from embedcache.extract.ray_engine import ClusterCfg, extract_on_ray
+
+            cluster = ClusterCfg(address=ray_address, max_workers=max_workers, gpus_per_worker=gpus_per_worker,
+                                 cpus_per_worker=cpus_per_worker)
+            path, reports = extract_on_ray(cfg, run, cluster, progress=_bar_factory(bars))
     _extract_summary(path, reports)
+    _worker_summary(reports)
 
 
 def parse_part(part: str) -> tuple[int, int]:
@@ -75,14 +91,35 @@ def _bar_factory(bars: Progress):
         start = time.perf_counter()
         done = [0]
 
-        def advance(n: int) -> None:
-            done[0] += n
+        def advance(n: int, workers: str = "") -> None:
+            done[0] += n  # n < 0: a lost Ray worker's rows, to be redone
             rate = done[0] / max(time.perf_counter() - start, 1e-9)
-            bars.update(task, advance=n, rate=f"{rate:8.1f} items/s")
+            alive = f"  workers {workers}" if workers else ""
+            bars.update(task, advance=n, rate=f"{rate:8.1f} items/s{alive}")
 
         return advance
 
     return make
+
+
+def _worker_summary(reports) -> None:
+    """Ray runs: one row per worker over all splits (shards, rows, busy seconds, items/s, restarts)."""
+    from embedcache.extract import WorkerStat
+
+    total: dict[str, WorkerStat] = {}
+    for r in reports:
+        for w in r.workers:
+            t = total.setdefault(w.name.split()[0], WorkerStat(w.name))
+            t.name, t.shards, t.items, t.seconds, t.restarts = (
+                w.name, t.shards + w.shards, t.items + w.items, t.seconds + w.seconds, t.restarts + w.restarts)
+    if not total:
+        return
+    table = Table(title="Ray workers")
+    for col in ("worker", "shards", "items", "busy", "items/s", "restarts"):
+        table.add_column(col, justify="left" if col == "worker" else "right")
+    for t in total.values():
+        table.add_row(t.name, str(t.shards), str(t.items), f"{t.seconds:.1f}s", f"{t.items_per_s:.1f}", str(t.restarts))
+    out.print(table)
 
 
 def _extract_summary(path: Path, reports) -> None:

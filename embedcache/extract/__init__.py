@@ -1,18 +1,22 @@
 """Stage one: run a frozen backbone over a dataset once and write its store.
 
-plan (dataset splits, encoder, store attributes and fingerprint) -> engine (shards encoded in process,
-decode workers, background writes) -> store/ (crash-safe shards merged into one HDF5 file).
+plan (ExtractCfg -> dataset splits, encoder, store attributes and fingerprint) -> an engine that encodes whole
+shards (engine.py in this process; ray_engine.py on a pool of Ray workers, imported only when asked for) ->
+store/ (crash-safe shards merged into one HDF5 file by the same writer for both engines).
 """
 
-from embedcache.extract.engine import extract, run_plan
+from embedcache.extract.engine import encode_shards, extract, run_plan, split_items
 from embedcache.extract.plan import (
-           ExtractError,
-           ExtractPlan,
-           SplitReport,
-           default_device,
-           default_workers,
-           plan_extraction,
+    ExtractCfg,
+    ExtractError,
+    ExtractPlan,
+    RunCfg,
+    SplitReport,
+    WorkerStat,
+    default_device,
+    default_workers,
+    plan_extraction,
 )
 
-__all__ = ["ExtractError", "ExtractPlan", "SplitReport", "default_device", "default_workers", "extract",
-           "plan_extraction", "run_plan"]
+__all__ = ["ExtractCfg", "ExtractError", "ExtractPlan", "RunCfg", "SplitReport", "WorkerStat", "default_device",
+           "default_workers", "encode_shards", "extract", "plan_extraction", "run_plan", "split_items"]

@@ -23,100 +23,89 @@ import torch
 
 from embedcache.datasets import BadItemError, Item, Split
 from embedcache.datasets.images import check_text, load_image
-from embedcache.extract.plan import ExtractError, ExtractPlan, OnError, SplitReport, default_workers, plan_extraction
+from embedcache.extract.plan import (
+    ExtractCfg,
+    ExtractError,
+    ExtractPlan,
+    OnError,
+    Progress,
+    RunCfg,
+    SplitReport,
+    default_workers,
+    plan_extraction,
+)
 from embedcache.store import ShardData, StoreWriter, open_store
+
+# encode(plan, split, shards, run, advance) -> (index, ShardData) per finished shard, in any order: the
+# in-process encode_shards below, or a pool of Ray workers (extract/ray_engine.py).
+ShardEncoder = Callable[[ExtractPlan, str, dict[int, list[Item]], RunCfg, Callable[..., None]],
+                        Iterator[tuple[int, ShardData]]]
 
 
 def extract(
-    dataset: str,
-    model: str,
-    *,
-    splits: list[str] | None = None,
-    tokens: bool = False,
-    root: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    dataset_options: dict[str, Any] | None = None,
-    store_name: str | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    limit: int | None = None,
-    force: bool = False,
-    on_error: OnError = "fail",
-    pooling: str | None = None,
-    weights: str | Path | None = None,
-    dtype: str = "float16",
-    shard_size: int = 1024,
-    part: tuple[int, int] = (0, 1),
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    cfg: ExtractCfg, run: RunCfg = RunCfg(), *, progress: Progress | None = None,
 ) -> tuple[Path, list[SplitReport]]:
-    """Embed `dataset` with backbone `model` into <data-dir>/stores/<dataset>/<model>.h5.
+    """Embed `cfg.dataset` with backbone `cfg.model` into <data-dir>/stores/<dataset>/<model>.h5, in this process.
 
     Resumes from finished shards; a split already complete with the same fingerprint is left as it is.
     `progress(split, total)` returns a callback advanced by the number of rows done (the CLI's bars).
     Returns the store path and one report per split.
     """
-    plan = plan_extraction(
-        dataset, model, root=root, data_dir=data_dir, dataset_options=dataset_options, store_name=store_name,
-        limit=limit, tokens=tokens, pooling=pooling, weights=weights, dtype=dtype, shard_size=shard_size,
-        device=device,
-    )
-    reports = run_plan(plan, splits=splits, batch_size=batch_size, workers=workers, force=force,
-                       on_error=on_error, part=part, progress=progress)
-    return plan.path, reports
+    plan = plan_extraction(cfg)
+    return plan.path, run_plan(plan, run, progress=progress)
 
 
 def run_plan(
-    plan: ExtractPlan,
-    *,
-    splits: list[str] | None = None,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    force: bool = False,
-    on_error: OnError = "fail",
-    part: tuple[int, int] = (0, 1),
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    plan: ExtractPlan, run: RunCfg = RunCfg(), *, progress: Progress | None = None, encode: ShardEncoder | None = None,
 ) -> list[SplitReport]:
-    """Execute a plan: encode every missing shard of the chosen splits and merge finished splits."""
-    chosen = splits or list(plan.splits)
+    """Execute a plan: encode every missing shard of the chosen splits (with `encode`, default in process), write
+    each through the store writer as it finishes, and merge finished splits."""
+    chosen = list(run.splits or plan.splits)
     unknown = [s for s in chosen if s not in plan.splits]
     if unknown:
         raise ExtractError(f"unknown split(s) {unknown} for {plan.attrs['dataset']!r}; known: {', '.join(plan.splits)}")
     plan.path.parent.mkdir(parents=True, exist_ok=True)
     reports = []
-    with StoreWriter(plan.path, plan.attrs, force=force, part=part) as writer:
+    with StoreWriter(plan.path, plan.attrs, force=run.force, part=run.part) as writer:
         for name in chosen:
-            reports.append(
-                _extract_split(plan, writer, name, batch_size=batch_size, workers=workers, on_error=on_error,
-                               part=part, progress=progress)
-            )
+            reports.append(_extract_split(plan, writer, name, run, progress, encode or encode_shards))
     return reports
 
 
+def split_items(plan: ExtractPlan, split: str) -> list[Item]:
+    """The split's items in store order, repeated ids marked bad; shard i is items[i * shard_size:][:shard_size]."""
+    return _mark_duplicates(plan.splits[split].items(plan.encoder.spec.modality))
+
+
+def encode_shards(
+    plan: ExtractPlan, split: str, shards: dict[int, list[Item]], run: RunCfg, advance: Callable[..., None],
+) -> Iterator[tuple[int, ShardData]]:
+    """In process: encode whole shards in order, in batches that never cross a shard's boundary."""
+    image = plan.encoder.spec.modality == "image"
+    encode = _encode_images if image else _encode_texts
+    return encode(plan, shards, tokens=plan.attrs["tokens"], batch_size=run.batch_size or (64 if image else 128),
+                  workers=run.workers, on_error=run.on_error, advance=advance)
+
+
 def _extract_split(
-    plan: ExtractPlan, writer: StoreWriter, name: str, *, batch_size: int | None,
-    workers: int | None, on_error: OnError, part: tuple[int, int],
-    progress: Callable[[str, int], Callable[[int], None]] | None,
+    plan: ExtractPlan, writer: StoreWriter, name: str, run: RunCfg, progress: Progress | None, encode: ShardEncoder,
 ) -> SplitReport:
     report = SplitReport(name)
     if writer.has_split(name):
         report.status = "up to date"
         return report
     split = plan.splits[name]
-    modality = plan.encoder.spec.modality
-    items = _mark_duplicates(split.items(modality))
+    items = split_items(plan, name)
     shard_size = plan.attrs["shard_size"]
     n_shards = max(1, math.ceil(len(items) / shard_size))
     done = writer.done_shards(name)
-    todo = [i for i in range(n_shards) if i % part[1] == part[0] and i not in done]
+    k, n = run.part
+    todo = [i for i in range(n_shards) if i % n == k and i not in done]
     shards = {i: items[i * shard_size:(i + 1) * shard_size] for i in todo}
-    advance = progress(name, sum(len(s) for s in shards.values())) if progress else (lambda n: None)
+    advance = progress(name, sum(len(s) for s in shards.values())) if progress else (lambda n, **fields: None)
     start = time.perf_counter()
-    encode_shards = _encode_images if modality == "image" else _encode_texts
-    bs = batch_size or (64 if modality == "image" else 128)
     with _BackgroundWriter(writer, name) as sink:
-        for index, data in encode_shards(plan, shards, tokens=plan.attrs["tokens"], batch_size=bs, workers=workers,
-                                         on_error=on_error, advance=advance):
+        for index, data in encode(plan, name, shards, run, advance):
             sink.put(index, data)
     report.seconds = time.perf_counter() - start
     pairs = _pairs(split)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,9 @@ from embedcache.paths import safe_name, store_path
 from embedcache.store import DTYPES
 
 OnError = Literal["fail", "skip"]
+# progress(split, total) -> advance(n, **fields): called with rows done (negative: a lost shard's rows taken back);
+# the Ray engine adds fields such as workers="2/2" for the view.
+Progress = Callable[[str, int], Callable[..., None]]
 
 
 class ExtractError(UserError, RuntimeError):
@@ -35,6 +39,22 @@ class SplitReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     status: str = "extracted"  # extracted | up to date | partial (this part's shards done, others pending)
+    workers: list[WorkerStat] = field(default_factory=list)  # Ray path: who encoded this split's shards
+
+
+@dataclass
+class WorkerStat:
+    """One Ray worker's share of a split: shards and rows it encoded, its busy seconds, its restarts."""
+
+    name: str  # "w<slot> <host>:<pid>" (the pid of its latest incarnation)
+    shards: int = 0
+    items: int = 0
+    seconds: float = 0.0
+    restarts: int = 0
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds if self.seconds else 0.0
 
 
 @dataclass
@@ -58,58 +78,78 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def plan_extraction(
-    dataset: str,
-    model: str,
-    *,
-    root: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    dataset_options: dict[str, Any] | None = None,
-    store_name: str | None = None,
-    limit: int | None = None,
-    tokens: bool = False,
-    pooling: str | None = None,
-    weights: str | Path | None = None,
-    dtype: str = "float16",
-    shard_size: int = 1024,
-    device: str | None = None,
-) -> ExtractPlan:
+@dataclass(frozen=True)
+class ExtractCfg:
+    """What to extract, as plain data: the store's inputs (a Ray worker receives it and plans the same store).
+
+    `root` is the dataset's raw-data folder (None: its default under the data dir); `data_dir` holds the
+    stores; `device` None means cuda if there is one.
+    """
+
+    dataset: str
+    model: str
+    root: str | Path | None = None
+    data_dir: str | Path | None = None
+    dataset_options: Mapping[str, Any] = field(default_factory=dict)
+    store_name: str | None = None
+    limit: int | None = None
+    tokens: bool = False
+    pooling: str | None = None
+    weights: str | Path | None = None
+    dtype: str = "float16"
+    shard_size: int = 1024
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class RunCfg:
+    """How to run a plan: which splits, batch size, decode workers, staleness, bad items, this process's part."""
+
+    splits: tuple[str, ...] | None = None
+    batch_size: int | None = None
+    workers: int | None = None  # image decode processes (None: default_workers())
+    force: bool = False
+    on_error: OnError = "fail"
+    part: tuple[int, int] = (0, 1)
+
+
+def plan_extraction(cfg: ExtractCfg) -> ExtractPlan:
     """Load the dataset's splits and the encoder, and compute the store's attributes (its fingerprint)."""
-    if dtype not in DTYPES:
-        raise ExtractError(f"--dtype {dtype!r} is not a store dtype; use one of {', '.join(DTYPES)}")
-    safe_name(store_name or dataset, "store name (--name)")  # before hours of work, not at the first write
-    spec = resolve_spec(model)
-    ds = create_dataset(dataset, root=root, data_dir=data_dir, **(dataset_options or {}))
+    if cfg.dtype not in DTYPES:
+        raise ExtractError(f"--dtype {cfg.dtype!r} is not a store dtype; use one of {', '.join(DTYPES)}")
+    name = cfg.store_name or cfg.dataset
+    safe_name(name, "store name (--name)")  # before hours of work, not at the first write
+    spec = resolve_spec(cfg.model)
+    ds = create_dataset(cfg.dataset, root=cfg.root, data_dir=cfg.data_dir, **dict(cfg.dataset_options))
     if spec.modality not in ds.modalities:
         raise ExtractError(
-            f"{model!r} embeds {spec.modality}, but dataset {dataset!r} has only {', '.join(ds.modalities)}; "
-            f"see `embedcache models` for the {'/'.join(ds.modalities)} backbones"
+            f"{cfg.model!r} embeds {spec.modality}, but dataset {cfg.dataset!r} has only "
+            f"{', '.join(ds.modalities)}; see `embedcache models` for the {'/'.join(ds.modalities)} backbones"
         )
-    splits = {name: _limit(ds.load_split(name), limit) for name in ds.splits()}
-    dev = resolve_device(device)
-    encoder = create_encoder(model, pooling=pooling, weights=weights, device=dev)
-    name = store_name or dataset
+    splits = {s: _limit(ds.load_split(s), cfg.limit) for s in ds.splits()}
+    dev = resolve_device(cfg.device)
+    encoder = create_encoder(cfg.model, pooling=cfg.pooling, weights=cfg.weights, device=dev)
     attrs = {
-        "backbone": model,
+        "backbone": cfg.model,
         **encoder.describe(),
         "modality": spec.modality,
-        "dtype": dtype,
-        "tokens": tokens,
+        "dtype": cfg.dtype,
+        "tokens": cfg.tokens,
         "dataset": name,
-        "dataset_adapter": dataset,
+        "dataset_adapter": cfg.dataset,
         "dataset_version": ds.version,
         "dataset_options": ds.options(),
-        "limit": limit,
+        "limit": cfg.limit,
         "split_sizes": {s: len(sp.items(spec.modality)) for s, sp in splits.items()},
         "classes": list(ds.classes),
         "label_kind": ds.label_kind,
-        "shard_size": shard_size,
+        "shard_size": cfg.shard_size,
         "embedcache_version": __version__,
     }
     sources = file_digests(ds.source_files())
     if sources:  # only datasets read from files: the stores of generated ones keep their fingerprints
         attrs["dataset_files"] = sources
-    return ExtractPlan(ds, encoder, splits, store_path(name, model, data_dir), attrs, dev)
+    return ExtractPlan(ds, encoder, splits, store_path(name, cfg.model, cfg.data_dir), attrs, dev)
 
 
 def _limit(split: Split, limit: int | None) -> Split:

@@ -119,7 +119,7 @@ def ensure_store(st: StoreSpec, data_dir: str | Path | None, *, weights: Mapping
     missing (data or weights), or a note when an existing store is used without being re-verified.
     `weights` maps backbone names to local weight folders; a store of random-weight stand-ins
     (backbones/stand_ins.py) is refused unless `stand_ins` (the rehearsal)."""
-    from embedcache.extract import extract
+    from embedcache.extract import ExtractCfg, extract
 
     path = store_path(st.store, st.backbone, data_dir)
     key = (str(path.resolve()), fingerprint(st))
@@ -127,9 +127,9 @@ def ensure_store(st: StoreSpec, data_dir: str | Path | None, *, weights: Mapping
         return None, None
     t0 = time.perf_counter()
     try:
-        extract(st.dataset, st.backbone, tokens=st.tokens, root=st.root or None, data_dir=data_dir,
-                dataset_options=dict(st.options) or None, store_name=st.name or None, limit=st.limit,
-                weights=(weights or {}).get(st.backbone))
+        extract(ExtractCfg(st.dataset, st.backbone, tokens=st.tokens, root=st.root or None, data_dir=data_dir,
+                           dataset_options=dict(st.options), store_name=st.name or None, limit=st.limit,
+                           weights=(weights or {}).get(st.backbone)))
     except missing_errors() as exc:
         from embedcache.store import StaleStoreError
 
