@@ -246,3 +246,11 @@ def test_in_order_by_length_visits_each_row_once_sorted_within_blocks(toy, strea
     for lo, hi in blocks:  # each block's rows come sorted by token count
         inside = [r for r in seen if lo <= r < hi]
         assert [lengths[r] for r in inside] == sorted(lengths[r] for r in inside)
+
+
+def test_max_tokens_in_ram_and_streamed(toy) -> None:
+    whole = load_view(toy.paths["text-a"], "train", tokens=True)
+    streamed = load_view(toy.paths["text-a"], "train", tokens=True, ram_budget=_bytes(whole) // 3)
+    longest = int((whole.offsets[1:] - whole.offsets[:-1]).max())
+    assert whole.max_tokens() == streamed.max_tokens() == longest > 1
+    assert load_view(toy.paths["text-a"], "train", tokens=False).max_tokens() == 1

@@ -55,6 +55,10 @@ class TokenStream:
     reads: int = 0
     bytes_read: int = 0
 
+    def max_len(self) -> int:
+        """The most tokens of any row of the split."""
+        return int(np.diff(self.offsets).max()) if len(self.offsets) > 1 else 0
+
     def nbytes(self, lo: int = 0, hi: int | None = None) -> int:
         """fp16 bytes of the token rows [lo, hi) (default: the whole split)."""
         hi = len(self.offsets) - 1 if hi is None else hi
@@ -142,6 +146,16 @@ class View:
             return [(0, len(self))]
         cuts = self.stream.cuts()
         return list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
+
+    def max_tokens(self) -> int:
+        """The most tokens of any row (1 without tokens); streamed views read it from their row offsets."""
+        if not self.uses_tokens:
+            return 1
+        if self.stream is not None:
+            return self.stream.max_len()
+        if self.offsets is None:
+            return int(self.tokens.shape[1])
+        return int((self.offsets[1:] - self.offsets[:-1]).max()) if len(self) else 0
 
     def in_order(self, batch_size: int, by_length: bool = False) -> Iterator[torch.Tensor]:
         """Row batches covering every row in order, holding each block of a streamed view as it comes.
