@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from embedcache.tables.compare import comparisons
-from embedcache.tables.results import NONE, TableRow, _build
+from embedcache.tables.results import NONE, TableRow, _build, footnotes
 
 REPORT_FILE = "index.html"
 
@@ -107,17 +107,8 @@ def _notes(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) ->
     notes = list(spec.notes) + list(record.get("notes", []))
     if _status(record) == "complete":
         notes += comparisons(spec, rows)
-    lines = ['<p class="meta">Mean ± sample std over the seeds (n = runs found). kinds: ours = the paper\'s '
-             "method as trained here; baseline = frozen-backbone or simpler-head rows trained here; floor = "
-             "majority / all-positive rates.</p>"]
-    if ref:
-        lines.append(f'<p class="meta">Paper columns (grey, italic): {_e(ref.citation)} ({_e(ref.caption)}; '
-                     f"{_e(ref.units)}), typed from the paper into pipelines/reference.toml. They are the authors' "
-                     "published numbers, not results of this code.</p>")
-    if spec.demo:
-        lines.append(f'<p class="demo">Demo twin of <code>{_e(spec.twin_of)}</code> on generated data with offline '
-                     "backbones: the paper columns come from the real setup and are not comparable; they show the "
-                     "layout.</p>")
+    css = {"legend": "meta", "paper": "meta", "demo": "demo"}
+    lines = [f'<p class="{css[key]}">{_e(text)}</p>' for key, text in footnotes(spec, ref).items()]
     if notes:
         lines += ["<h3>Notes and deviations</h3>", "<ul>", *[f"<li>{_e(n)}</li>" for n in notes], "</ul>"]
     return lines

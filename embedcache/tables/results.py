@@ -155,16 +155,24 @@ def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None =
     return "\n".join(lines) + "\n"
 
 
-def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | None) -> list[str]:
-    lines = ["Mean ± sample std over the seeds (n = runs found). kinds: ours = the paper's method as trained here; "
-             "baseline = frozen-backbone or simpler-head rows trained here; floor = majority / all-positive rates."]
+def footnotes(spec: PipelineSpec, ref: ReferenceTable | None) -> dict[str, str]:
+    """The plain-text notes under every table (markdown and the HTML report): the legend, where the paper
+    columns come from, and for a demo twin that they are not comparable."""
+    notes = {"legend": "Mean ± sample std over the seeds (n = runs found). kinds: ours = the paper's method as "
+                       "trained here; baseline = frozen-backbone or simpler-head rows trained here; floor = majority "
+                       "/ all-positive rates."}
     if ref:
-        lines.append(f"Paper columns: {ref.citation} ({ref.caption}; {ref.units}), typed from the paper into "
-                     f"pipelines/{REFERENCE_FILE}. They are the authors' published numbers, not results of this "
-                     "code.")
-        if spec.demo:
-            lines.append(f"This is a demo twin of `{spec.twin_of}` on generated data with offline backbones: the "
+        notes["paper"] = (f"Paper columns: {ref.citation} ({ref.caption}; {ref.units}), typed from the paper into "
+                          f"pipelines/{REFERENCE_FILE}. They are the authors' published numbers, not results of this "
+                          "code.")
+    if spec.demo:
+        notes["demo"] = (f"This is a demo twin of `{spec.twin_of}` on generated data with offline backbones: the "
                          "paper columns come from the real setup and are NOT comparable; they show the layout.")
+    return notes
+
+
+def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | None) -> list[str]:
+    lines = list(footnotes(spec, ref).values())
     notes = list(spec.notes) + list(manifest.get("notes", []))
     if manifest.get("status", "complete") == "complete":
         notes += comparisons(spec, build_rows(spec, manifest, ref))
