@@ -5,7 +5,7 @@ EC     := $(VENV)/bin/embedcache
 STAMP  := $(VENV)/.installed
 export EMBEDCACHE_DATA_DIR ?= data
 
-.PHONY: install demo test test-fast bench lint all tables clean-stores
+.PHONY: install demo test test-fast bench lint all tables clean-stores rehearsal
 
 install: $(STAMP)
 
@@ -46,6 +46,12 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# Every paper pipeline end to end at the papers' real row counts, on stand-in data and random-weight stand-in
+# backbones, in its own directory (never data/): wall time, peak RSS and disk per pipeline, then one JSON line.
+# SCALE=0.01 for a quick pass; the machine is shared, so it runs niced.
+rehearsal: $(STAMP)
+	nice -n 10 $(PY) benchmarks/rehearsal.py --scale $(or $(SCALE),1.0)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check embedcache tests benchmarks

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
+from embedcache.datasets import fixtures as fx
 from embedcache.datasets.images import load_image
 
 CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"},
@@ -16,37 +17,15 @@ CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"},
               {"id": 3, "name": "car", "supercategory": "vehicle"}]
 
 
-def _name(year: int, split: str, image_id: int) -> str:
-    # 2014 file names carry the split prefix; 2017 ones are the bare zero-padded id.
-    return f"COCO_{split}{year}_{image_id:012d}.jpg" if year == 2014 else f"{image_id:012d}.jpg"
-
-
 def write_coco(root: Path, year: int = 2014, instances: bool = True) -> Path:
     """train: images 9, 25 (9 has 7 captions, one caption points to the unlisted image 404); val: image 30."""
     plan = {"train": {9: 7, 25: 1}, "val": {30: 2}}
-    (root / "annotations").mkdir(parents=True)
-    ann_id = 100
-    for split, images in plan.items():
-        folder = root / f"{split}{year}"
-        folder.mkdir()
-        imgs, caps = [], []
-        for image_id, n_caps in images.items():
-            Image.new("RGB", (16, 12), (image_id, 0, 0)).save(folder / _name(year, split, image_id), "JPEG")
-            imgs.append({"id": image_id, "file_name": _name(year, split, image_id), "height": 12, "width": 16})
-            for k in range(n_caps):
-                ann_id += 1
-                caps.append({"id": ann_id, "image_id": image_id, "caption": f"caption {k} of {image_id}"})
-        if split == "train":
-            caps.append({"id": 999, "image_id": 404, "caption": "orphan caption"})
-        info = {"description": "fixture", "year": year}
-        (root / "annotations" / f"captions_{split}{year}.json").write_text(
-            json.dumps({"info": info, "images": imgs, "licenses": [], "annotations": caps[::-1]}))
-        if instances:
-            objs = [{"id": 1, "image_id": 9, "category_id": 90}, {"id": 2, "image_id": 9, "category_id": 1},
-                    {"id": 3, "image_id": 9, "category_id": 1}, {"id": 4, "image_id": 30, "category_id": 3}]
-            (root / "annotations" / f"instances_{split}{year}.json").write_text(
-                json.dumps({"info": info, "images": imgs, "annotations": objs, "categories": CATEGORIES}))
-    return root
+    cats = {9: [90, 1, 1], 30: [3]}
+    splits = {split: [fx.CocoImage(i, np.full((12, 16, 3), (i, 0, 0), np.uint8), [f"caption {k} of {i}" for k in
+                                                                                  range(n)], cats.get(i, []))
+                      for i, n in images.items()] for split, images in plan.items()}
+    orphan = {"train": [{"id": 999, "image_id": 404, "caption": "orphan caption"}]}
+    return fx.write_coco(root, splits, CATEGORIES, year=year, instances=instances, extra_captions=orphan, reverse=True)
 
 
 def test_reads_2014_layout(tmp_path: Path) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
+from embedcache.datasets import fixtures as fx
 
 IMAGES = {"train": ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg"],
           "dev": ["2090545563_a4e66ec76b.jpg"], "test": ["3385593926_d3e9c21170.jpg"]}
@@ -16,26 +17,15 @@ FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
 
 
 def write_flickr(root: Path, text_dir: str = "Flickr8k_text", bad_line: bytes | None = None) -> Path:
-    images = root / "Flicker8k_Dataset"  # sic: the published folder name
-    images.mkdir(parents=True)
-    text = root / text_dir if text_dir else root
-    text.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for names in IMAGES.values():
-        for name in names:
-            Image.new("RGB", (20, 10), "blue").save(images / name, "JPEG")
-            lines += [f"{name}#{k}\tA dog number {k} runs .".encode() for k in range(5)]
-    Image.new("RGB", (20, 10), "red").save(images / UNLISTED, "JPEG")
-    lines += [f"{UNLISTED}#{k}\tA cat number {k} sits .".encode() for k in range(5)]
+    captions: dict[str, list[str | bytes]] = {n: [f"A dog number {k} runs ." for k in range(5)]
+                                              for names in IMAGES.values() for n in names}
+    captions["1000268201_693b08cb0e.jpg"][3] = "1000268201_693b08cb0e.jpg#3\tCaf\xe9 sign .".encode("latin-1")
+    captions[UNLISTED] = [f"A cat number {k} sits ." for k in range(5)]  # in the folder, in no split list
     # the release's quirk: captions for an image that is in no split list and not in the image folder
-    lines += [f"2258277193_586949ec62.jpg.1#{k}\tA ghost .".encode() for k in range(5)]
-    lines[3] = "1000268201_693b08cb0e.jpg#3\tCaf\xe9 sign .".encode("latin-1")  # one non-UTF-8 line
-    if bad_line is not None:
-        lines.append(bad_line)
-    (text / "Flickr8k.token.txt").write_bytes(b"\n".join(lines) + b"\n")
-    for split, names in IMAGES.items():
-        (text / FILES[split]).write_text("\n".join(names) + "\n")
-    return root
+    ghost = [f"2258277193_586949ec62.jpg.1#{k}\tA ghost .".encode() for k in range(5)]
+    colour = lambda name: np.full((10, 20, 3), (255, 0, 0) if name == UNLISTED else (0, 0, 255), np.uint8)  # noqa: E731
+    return fx.write_flickr(root, captions, IMAGES, pixels=colour, text_dir=text_dir,
+                           extra_lines=ghost + ([bad_line] if bad_line is not None else []))
 
 
 def test_reads_published_splits_and_links(tmp_path: Path) -> None:

@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset, glue
+from embedcache.datasets import fixtures as fx
 
 QQP_HEADER = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"
 STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
 MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
 
 
-def _write(path: Path, lines: list[str | bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\n".join(ln if isinstance(ln, bytes) else ln.encode() for ln in lines) + b"\n")
+_write = fx.write_lines  # the layout writers' own line writer (bytes kept as given)
 
 
 def write_qqp(parent: Path) -> Path:

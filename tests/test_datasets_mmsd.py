@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
 
 from embedcache.datasets import DatasetNotFoundError, create_dataset
+from embedcache.datasets import fixtures as fx
 
 TRAIN = [
     "['682716753374351360', 'i love waiting <num> min for a cab - such shortage <user> please ', 1]",
@@ -21,12 +22,9 @@ TEST = ["['892551658487631873', \"it 's the insensitive strikeouts at suntrust p
 
 
 def write_mmsd(root: Path) -> Path:
-    (root / "text").mkdir(parents=True)
-    (root / "dataset_image").mkdir()
-    for name, lines in (("train.txt", TRAIN), ("valid2.txt", VALID), ("test2.txt", TEST)):
-        (root / "text" / name).write_text("\n".join(lines) + "\n")
-    for line in TRAIN[:3] + VALID + TEST:
-        Image.new("RGB", (10, 10), "black").save(root / "dataset_image" / f"{line[2:20]}.jpg", "JPEG")
+    black = lambda _: np.zeros((10, 10, 3), np.uint8)  # noqa: E731
+    fx.write_mmsd(root, {"train.txt": TRAIN, "valid2.txt": VALID, "test2.txt": TEST},
+                  [line[2:20] for line in TRAIN[:3] + VALID + TEST], black)
     (root / "dataset_image" / "682721949072625664.jpg").unlink()  # one image missing
     json_dir = root / "text_json_final"
     json_dir.mkdir()

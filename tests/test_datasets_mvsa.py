@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset, mvsa
+from embedcache.datasets import fixtures as fx
 from embedcache.datasets.common import seeded_split
 
 # (text label, image label) -> expected post label (None: dropped by the cleaning rule)
@@ -17,19 +18,16 @@ SINGLE = [("positive", "positive", "positive"), ("neutral", "negative", "negativ
 
 
 def write_single(parent: Path, copies: int = 3) -> tuple[Path, dict[str, str]]:
-    root = parent / "MVSA_Single"
-    (root / "data").mkdir(parents=True)
-    lines, expected = ["ID\ttext,image"], {}
+    rows, posts, expected = [], {}, {}
     for k in range(copies * len(SINGLE)):
         t, i, want = SINGLE[k % len(SINGLE)]
         post = str(k + 1)
-        lines.append(f"{post}\t{t},{i}")
+        rows.append(f"{post}\t{t},{i}")
+        posts[post] = f"RT @user: post {post} #mood \n"
         if want:
             expected[post] = want
-        (root / "data" / f"{post}.txt").write_text(f"RT @user: post {post} #mood \n", encoding="utf-8")
-        Image.new("RGB", (8, 8), "white").save(root / "data" / f"{post}.jpg", "JPEG")
-    (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
-    return root, expected
+    white = lambda _: np.full((8, 8, 3), 255, np.uint8)  # noqa: E731
+    return fx.write_mvsa(parent / "MVSA_Single", rows, posts, white), expected
 
 
 def test_single_cleaning_rule_and_split(tmp_path: Path) -> None:

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
 
 from embedcache.datasets import DatasetFormatError, DatasetNotFoundError, create_dataset
+from embedcache.datasets import fixtures as fx
 
 WNIDS = ["n02124075", "n01443537"]  # wnids.txt order is not sorted in the release either
 
 
 def write_tiny(parent: Path) -> Path:
-    root = parent / "tiny-imagenet-200"
-    root.mkdir(parents=True)
-    (root / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
-    (root / "words.txt").write_text("n00001740\tentity\nn01443537\tgoldfish, Carassius auratus\n"
-                                    "n02124075\tEgyptian cat\n")
-    for wnid in WNIDS:
-        images = root / "train" / wnid / "images"
-        images.mkdir(parents=True)
-        for k in range(3):
-            Image.new("RGB", (64, 64), "red").save(images / f"{wnid}_{k}.JPEG", "JPEG")
-        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(
-            f"{wnid}_{k}.JPEG\t0\t0\t63\t63\n" for k in range(3)))
-    (root / "val" / "images").mkdir(parents=True)
-    rows = [("val_0.JPEG", "n01443537"), ("val_1.JPEG", "n02124075"), ("val_2.JPEG", "n99999999")]
-    for name, _ in rows:
-        Image.new("RGB", (64, 64), "green").save(root / "val" / "images" / name, "JPEG")
-    (root / "val" / "val_annotations.txt").write_text("".join(f"{n}\t{w}\t0\t32\t44\t62\n" for n, w in rows))
-    (root / "test" / "images").mkdir(parents=True)
-    return root
+    words = {"n00001740": "entity", "n01443537": "goldfish, Carassius auratus", "n02124075": "Egyptian cat"}
+    val = [("val_0.JPEG", "n01443537"), ("val_1.JPEG", "n02124075"), ("val_2.JPEG", "n99999999")]
+    colour = lambda name: np.full((64, 64, 3), (0, 128, 0) if name.startswith("val") else (255, 0, 0), np.uint8)  # noqa: E731
+    return fx.write_tiny_imagenet(parent, WNIDS, words, 3, val, colour)
 
 
 def test_train_and_val_with_sorted_wnid_labels(tmp_path: Path) -> None:

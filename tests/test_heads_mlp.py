@@ -394,3 +394,16 @@ def test_concat_on_real_shapes_stores_if_extracted(tmp_path: Path) -> None:
                                                  "progress": False, "epochs": 30}))[""]
     assert run.metrics["test"]["acc"] > 0.3  # 10 classes of hard scenes: three times chance
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_fit_pca_in_row_blocks_matches_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.decomposition import PCA
+
+    from embedcache.fusion.heads import mlp
+
+    x = torch.randn(203, 6, generator=torch.Generator().manual_seed(3)) * torch.tensor([5.0, 3, 2, 1, 0.5, 0.1]) + 7
+    monkeypatch.setattr(mlp, "PCA_BLOCK_ROWS", 17)  # 12 blocks and a ragged last one
+    mean, axes = mlp.fit_pca(x, 3)
+    ref = PCA(3).fit(x.double().numpy())
+    assert np.allclose(mean.numpy(), ref.mean_)
+    assert np.allclose(np.abs(axes.numpy().T @ ref.components_.T), np.eye(3), atol=1e-8)  # same axes up to sign

@@ -229,3 +229,28 @@ def test_concat_views_keeps_ragged_rows() -> None:
     x, mask = both.gather(torch.tensor([0, 1, 2]))
     assert mask.sum(dim=1).tolist() == [2, 3, 1]
     assert x[1, :3].eq(2.0).all() and x[2, 0].eq(3.0).all() and list(both.ids) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_in_order_by_length_visits_each_row_once_sorted_within_blocks(toy, streamed: bool) -> None:
+    whole = load_view(toy.paths["text-a"], "train", tokens=True)
+    view = load_view(toy.paths["text-a"], "train", tokens=True, ram_budget=_bytes(whole) // 3 if streamed else None)
+    lengths = (whole.offsets[1:] - whole.offsets[:-1]).tolist()
+    seen, blocks = [], view.blocks()
+    for rows in view.in_order(5, by_length=True):
+        x, mask = view.gather(rows)
+        want_x, want_mask = whole.gather(rows)
+        assert torch.equal(x[mask], want_x[want_mask])  # the right rows' tokens, whatever the order
+        seen += rows.tolist()
+    assert sorted(seen) == list(range(len(whole))) and seen != list(range(len(whole)))
+    for lo, hi in blocks:  # each block's rows come sorted by token count
+        inside = [r for r in seen if lo <= r < hi]
+        assert [lengths[r] for r in inside] == sorted(lengths[r] for r in inside)
+
+
+def test_max_tokens_in_ram_and_streamed(toy) -> None:
+    whole = load_view(toy.paths["text-a"], "train", tokens=True)
+    streamed = load_view(toy.paths["text-a"], "train", tokens=True, ram_budget=_bytes(whole) // 3)
+    longest = int((whole.offsets[1:] - whole.offsets[:-1]).max())
+    assert whole.max_tokens() == streamed.max_tokens() == longest > 1
+    assert load_view(toy.paths["text-a"], "train", tokens=False).max_tokens() == 1

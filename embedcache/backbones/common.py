@@ -24,6 +24,7 @@ from embedcache.errors import BadInputError, UserError
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")  # a model folder's weight file, in order of preference
 _TRUE = {"1", "true", "yes", "on"}
+STAND_IN_MARKER = "STAND_IN"  # a file in a weights folder of random-weight stand-ins (backbones/stand_ins.py)
 
 
 class WeightsNotFoundError(UserError, FileNotFoundError):
@@ -120,10 +121,21 @@ def provenance(spec: BackboneSpec, source: WeightsSource, device: torch.device) 
     kind: a local path or cache location does not enter the fingerprint, the weights' sha256 does) and the
     compute dtype."""
     dtype = compute_dtype(spec, device)
-    return {
+    facts = {
         "weights_source": source.label if source.kind == "offline" else source.kind,
         "compute_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
     }
+    if is_stand_in(source):  # random weights: the store says so in its model id and its own attribute
+        facts.update(model_id=f"stand-in:{spec.model_id}", stand_in=True)
+    return facts
+
+
+def is_stand_in(source: WeightsSource) -> bool:
+    """Whether the weights are a random-weight stand-in (a folder, or a file in one, with the STAND_IN marker)."""
+    if source.path is None:
+        return False
+    folder = source.path if source.path.is_dir() else source.path.parent
+    return (folder / STAND_IN_MARKER).is_file()
 
 
 @contextmanager

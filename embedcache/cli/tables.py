@@ -25,11 +25,19 @@ def run(
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per run (default: the spec's).")] = None,
     device: Annotated[str | None, typer.Option("--device")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Only show what would be built (stores with rows, widths, "
+                                                      "tokens and size on disk; mined pairs; runs; evaluations) "
+                                                      "and what is done; run nothing.")] = False,
 ) -> None:
     """Regenerate result tables: extract missing stores, train each head over its seeds, evaluate, write
     results/<table>.md/.csv/.png and the page results/index.html. Pipelines that cannot run still write their
-    table with what is missing; the exit code is non-zero when any did not run."""
+    table with what is missing; the exit code is non-zero when any did not run. --plan shows what a run would
+    build and spend first."""
     from embedcache.tables.runner import run_all
+
+    if plan:
+        show_plans(pipeline, demo, seeds, data_dir)
+        return
 
     result = run_all(pipeline or None, demo=demo, paths=Paths.resolve(data_dir),
                      seeds=list(range(seeds)) if seeds else None, progress=True, device=device)
@@ -41,6 +49,19 @@ def run(
     if result.report is not None:
         out.print(f"report: {result.report}")
     raise typer.Exit(result.exit_code)
+
+
+def show_plans(names: list[str] | None, demo: bool | None, seeds: int | None, data_dir: Path | None) -> None:
+    """Print `embedcache.tables.plan` for each selected pipeline."""
+    from embedcache.tables.plan import format_plan, plan_pipeline
+    from embedcache.tables.runner import load_pipeline, resolve_seeds, select_pipelines
+
+    for name in select_pipelines(names or None, demo=demo):
+        spec = load_pipeline(name)
+        chosen = resolve_seeds(spec, seeds)
+        paths = Paths.resolve(data_dir)
+        plan = plan_pipeline(spec, data_dir=paths.data_dir, results_dir=paths.results_dir, seeds=chosen)
+        out.print(format_plan(plan), highlight=False, markup=False)
 
 
 def pipelines() -> None:

@@ -26,19 +26,25 @@ from embedcache.paths import store_path
 from embedcache.store import ShardData, StoreWriter, open_store
 
 SHARD_ROWS = 50_000
+# Tokens per evaluation batch: the fusion encoder's feed-forward holds (rows, T, 4d) activations, so 1,024 ViT
+# rows of 197 tokens held ~1.6 GB at d=512; 32k tokens keep it near 50 MB whatever the rows' lengths.
+TOKEN_BUDGET = 32_768
 
 
 def encode_view(head: Head, m: int, view: View, *, batch_size: int = 1024,
                 device: torch.device | str | None = None) -> torch.Tensor:
-    """Head side `m` over every row of `view`, in order, eval mode, no gradients -> (N, out_dim) fp32 CPU."""
+    """Head side `m` over every row of `view`, in order, eval mode, no gradients -> (N, out_dim) fp32 CPU.
+    With tokens, a batch holds at most TOKEN_BUDGET tokens (of the longest row) as well as `batch_size` rows."""
     device = device or next(head.parameters()).device
     view.to(device)
     head.eval()
-    out = []
+    if view.uses_tokens:
+        batch_size = max(1, min(batch_size, TOKEN_BUDGET // max(1, view.max_tokens())))
+    out = torch.zeros(len(view), head.out_dim)  # (N, out_dim), filled by row: batches come sorted by length
     with torch.no_grad():
-        for rows in view.in_order(batch_size):  # block by block when the view's tokens are streamed
-            out.append(head.encode(m, *view.gather(rows)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, head.out_dim)
+        for rows in view.in_order(batch_size, by_length=True):  # block by block when the tokens are streamed
+            out[rows.cpu()] = head.encode(m, *view.gather(rows)).float().cpu()
+    return out
 
 
 def match_input(run: Run, attrs: dict[str, Any], dim: int) -> int:

@@ -26,6 +26,7 @@ from embedcache.errors import BadInputError
 from embedcache.fusion.export import encode_view
 from embedcache.fusion.heads import Head
 from embedcache.fusion.runs import Run, open_run
+from embedcache.fusion.train import capped_rows
 from embedcache.fusion.views import View, concat_views, load_view
 from embedcache.paths import store_path
 from embedcache.registry import Registry
@@ -222,6 +223,7 @@ def finetune(ctx: Context, *, train_split: str = "train", split: str = "test", e
     mi = ctx.side("image")
     tr, te = ctx.view(mi, train_split), ctx.view(mi, split)
     a, b = _labelled(tr), _labelled(te)
+    a = a[: capped_rows(len(a), int(finetune_options.get("batch_size", 64)))]  # all, unless under a step cap
     both = concat_views(tr, te).to(ctx.device)  # inputs are row numbers; collate gathers (x, mask) batches
     rows_tr = torch.from_numpy(a).to(ctx.device)
     rows_te = torch.from_numpy(b + len(tr)).to(ctx.device)
@@ -231,7 +233,8 @@ def finetune(ctx: Context, *, train_split: str = "train", split: str = "test", e
         rtr, rte = ctx.view(mi, train_split, raw=True), ctx.view(mi, split, raw=True)
         raw_cfg = ev.ProbeCfg(epochs=epochs, log_at=log_at, seed=seed, prefix="raw_probe")
         metrics.update(ev.linear_probe(rtr.pooled[a], rtr.labels[a], rte.pooled[b], rte.labels[b], raw_cfg))
-    return metrics, {"train_split": train_split, "split": split, "epochs": epochs, "seed": seed}
+    return metrics, {"train_split": train_split, "split": split, "epochs": epochs, "seed": seed,
+                     "train_rows": len(a)}
 
 
 def _pair_scores(ctx: Context, split: str, dataset: str | None, sides: tuple[int, int] | None

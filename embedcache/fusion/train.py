@@ -13,8 +13,11 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,27 @@ class StoresMissingError(UserError, FileNotFoundError):
                          f"make them with:\n{lines}", fix="; ".join(missing.values()))
 
 
+# The most minibatches an epoch (and a validation pass) runs; None: all. Set only by `step_cap` (the rehearsal,
+# which caps training at the papers' real row counts on a CPU); runs record it in their history.
+_STEP_CAP: ContextVar[int | None] = ContextVar("step_cap", default=None)
+
+
+@contextmanager
+def step_cap(steps: int | None) -> Iterator[None]:
+    """Within the block, every training epoch and validation pass stops after `steps` minibatches."""
+    token = _STEP_CAP.set(steps)
+    try:
+        yield
+    finally:
+        _STEP_CAP.reset(token)
+
+
+def capped_rows(rows: int, batch_size: int) -> int:
+    """`rows`, or the rows of `step_cap` minibatches when a cap is set (for loops outside `fit`: fine-tuning)."""
+    cap = _STEP_CAP.get()
+    return rows if cap is None else min(rows, cap * batch_size)
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -63,7 +87,7 @@ def evaluate_loss(head: Head, data: PairData, batch_size: int, seed: int = 0) ->
     head.eval()
     total, count = torch.zeros((), device=data.rows.device), 0
     with torch.no_grad():
-        for idx in data.epoch(batch_size, torch.Generator().manual_seed(seed)):
+        for idx in islice(data.epoch(batch_size, torch.Generator().manual_seed(seed)), _STEP_CAP.get()):
             total += head.loss(data.batch(idx)) * len(idx)
             count += len(idx)
     return float(total) / max(1, count)
@@ -72,7 +96,7 @@ def evaluate_loss(head: Head, data: PairData, batch_size: int, seed: int = 0) ->
 def _train_epoch(head: Head, data: PairData, batches: Epoch, opt: torch.optim.Optimizer, display: Any) -> float:
     head.train()
     total, count = torch.zeros((), device=data.rows.device), 0
-    for step, idx in enumerate(batches):
+    for step, idx in enumerate(islice(batches, _STEP_CAP.get())):
         loss = head.loss(data.batch(idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,7 +135,8 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
             sched.step(val_loss)
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
-                   "seconds": seconds, "items_per_s": len(train) / seconds, **head.log_values()}
+                   "seconds": seconds, "items_per_s": len(train) / seconds, **head.log_values(),
+                   **({"step_cap": _STEP_CAP.get()} if _STEP_CAP.get() else {})}
             result.history.append(row)
             display.end_epoch(row)
             if val_loss < result.best_val_loss:

@@ -55,6 +55,10 @@ class TokenStream:
     reads: int = 0
     bytes_read: int = 0
 
+    def max_len(self) -> int:
+        """The most tokens of any row of the split."""
+        return int(np.diff(self.offsets).max()) if len(self.offsets) > 1 else 0
+
     def nbytes(self, lo: int = 0, hi: int | None = None) -> int:
         """fp16 bytes of the token rows [lo, hi) (default: the whole split)."""
         hi = len(self.offsets) - 1 if hi is None else hi
@@ -143,11 +147,28 @@ class View:
         cuts = self.stream.cuts()
         return list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
 
-    def in_order(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """Row batches covering every row in order, holding each block of a streamed view as it comes."""
+    def max_tokens(self) -> int:
+        """The most tokens of any row (1 without tokens); streamed views read it from their row offsets."""
+        if not self.uses_tokens:
+            return 1
+        if self.stream is not None:
+            return self.stream.max_len()
+        if self.offsets is None:
+            return int(self.tokens.shape[1])
+        return int((self.offsets[1:] - self.offsets[:-1]).max()) if len(self) else 0
+
+    def in_order(self, batch_size: int, by_length: bool = False) -> Iterator[torch.Tensor]:
+        """Row batches covering every row in order, holding each block of a streamed view as it comes.
+        by_length: within each block, rows sorted by token count, so a batch pads to little more than its own
+        rows' lengths (ragged text tokens padded to a random row's length waste up to half the compute)."""
         for lo, hi in self.blocks():
             self.hold(lo, hi)
-            yield from torch.arange(lo, hi, device=self.pooled.device).split(batch_size)
+            rows = torch.arange(lo, hi, device=self.pooled.device)
+            if by_length and self.uses_tokens and self.offsets is not None:
+                base = self.stream.window[0] if self.stream is not None else 0  # held offsets start there
+                lengths = self.offsets[rows - base + 1] - self.offsets[rows - base]
+                rows = rows[torch.argsort(lengths, stable=True)]
+            yield from rows.split(batch_size)
 
     def index(self) -> dict[str, int]:
         """id -> row (built once)."""

@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 
 from embedcache.tables.compare import comparisons
 from embedcache.tables.reference import REFERENCE_FILE, ReferenceTable, reference_table
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from embedcache.tables.spec import ColumnSpec, PipelineSpec, PlotSpec, RowSpec
@@ -133,6 +136,9 @@ def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None =
     lines = [f"# {spec.title}", "",
              f"Source: {spec.source or 'no paper table'} · spec `{spec.path or f'pipelines/{spec.name}.toml'}` · "
              f"seeds {', '.join(map(str, seeds))} · status: **{manifest.get('status', 'complete')}**", ""]
+    if manifest.get("stand_ins"):
+        lines += ["**REHEARSAL: stand-in backbones (random weights) on generated data. These numbers are not "
+                  "results.**", ""]
     lines += _status_lines(spec, manifest)
     header = ["model", "kind", "variant", "n"]
     for col in spec.columns:
@@ -224,7 +230,9 @@ def _sts(spec: PipelineSpec, plot: PlotSpec, rows: list[TableRow], path: Path) -
     return plot_sts_tolerance(curves, path, prefix="sts")
 
 
-def _hits(spec: PipelineSpec, plot: PlotSpec, rows: list[TableRow], path: Path) -> Path:
+def _hits(spec: PipelineSpec, plot: PlotSpec, rows: list[TableRow], path: Path) -> Path | None:
+    """The hit-rate curves; None (no plot) when no k of the grid is below the gallery size (a small gallery:
+    hit@k is not reported for k at or above it, so there is no point to draw)."""
     from embedcache.evaluate.plots import plot_hit_rate
 
     curves = {}
@@ -233,6 +241,9 @@ def _hits(spec: PipelineSpec, plot: PlotSpec, rows: list[TableRow], path: Path) 
         mean = _mean_groups(row.groups)
         curves[row.spec.label] = {f"{plot.prefix or row.spec.prefix}_{k.split('_')[-1]}": v
                                   for k, v in mean.items() if k.startswith(head)}
+    if not any(curves.values()):
+        log.warning("%s: no hit@k below the gallery size in any row; %s not drawn", spec.name, path.name)
+        return None
     return plot_hit_rate(curves, path)
 
 
@@ -274,7 +285,8 @@ def write_results(spec: PipelineSpec, manifest: dict[str, Any], out_dir: str | P
     table.write_text(csv_text(spec, manifest, built))
     written = [md, table]
     if manifest.get("status", "complete") == "complete":
-        written += [PLOTTERS[p.kind](spec, p, built[1], out / p.file) for p in spec.plots]
+        plots = [PLOTTERS[p.kind](spec, p, built[1], out / p.file) for p in spec.plots]
+        written += [p for p in plots if p is not None]
     return written
 
 

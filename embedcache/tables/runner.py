@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ class PipelineResult:
     kept_evals: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    stand_ins: bool = False  # the rehearsal's: stores of random-weight stand-in backbones
 
     @property
     def ok(self) -> bool:
@@ -86,14 +87,16 @@ def resolve_seeds(spec: PipelineSpec, seeds: Sequence[int] | int | None) -> tupl
 
 
 def run_pipeline(spec: PipelineSpec | str | Path, paths: Paths | None = None, *,
-                 seeds: Sequence[int] | int | None = None, progress: bool = False, device: str | None = None
-                 ) -> PipelineResult:
+                 seeds: Sequence[int] | int | None = None, progress: bool = False, device: str | None = None,
+                 weights: Mapping[str, Path] | None = None, stand_ins: bool = False) -> PipelineResult:
     """Run one pipeline end to end and write results/<name>.json, .md, .csv (and its PNGs).
 
     Missing data, weights or heads make it "not run": nothing is trained and the table says what is missing
     and the command that gets it. Runs and evaluations whose inputs did not change are reused, so a second
     call redoes only what changed. paths: the data dir (raw data, stores) and results dir (tables, runs/);
     None: the defaults. seeds: None (the spec's, 3 by default), an int n (0..n-1) or a list.
+    `weights` maps backbone names to local weight folders; stores of random-weight stand-ins are refused
+    unless `stand_ins` (the rehearsal, whose tables then say so).
     """
     from embedcache.tables import steps as steps
 
@@ -107,7 +110,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, paths: Paths | None = None, *,
     result = PipelineResult(spec.name, missing=steps.unregistered(spec))
     ctx = steps.StepContext(paths, device, progress)
     for st in spec.stores if not result.missing else ():  # raw data and stores alike under the data dir
-        missing, note = steps.ensure_store(st, paths.data_dir)
+        missing, note = steps.ensure_store(st, paths.data_dir, weights=weights, stand_ins=stand_ins)
         result.missing += [missing] if missing else []
         result.notes += [note] if note else []
     if not result.missing:
@@ -121,6 +124,7 @@ def run_pipeline(spec: PipelineSpec | str | Path, paths: Paths | None = None, *,
     result.trained = [i for i in dict.fromkeys(ids) if i not in before]
     result.reused = [i for i in dict.fromkeys(ids) if i in before]
     result.notes += ctx.notes
+    result.stand_ins = stand_ins
     result.seconds = time.perf_counter() - t0
     result.outputs = write_outputs(spec, result, paths.results_dir)
     log.info("%s", result.summary())
@@ -160,7 +164,8 @@ def manifest(spec: PipelineSpec, result: PipelineResult, runs_root: Path) -> dic
             "spec_fingerprint": fingerprint(spec), "status": result.status,
             "missing": [dataclasses.asdict(m) for m in result.missing], "notes": result.notes,
             "runs": result.runs, "runs_dir": str(runs_root), "trained": result.trained, "reused": result.reused,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(result.seconds, 2)}
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(result.seconds, 2),
+            **({"stand_ins": True} if result.stand_ins else {})}
 
 
 def write_outputs(spec: PipelineSpec, result: PipelineResult, out_dir: Path) -> list[Path]:

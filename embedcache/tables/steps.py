@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,9 +113,12 @@ def unique(items: list[Missing]) -> list[Missing]:
 _VERIFIED: set[tuple[str, str]] = set()  # (store path, spec fingerprint) checked fresh in this process
 
 
-def ensure_store(st: StoreSpec, data_dir: str | Path | None) -> tuple[Missing | None, str | None]:
+def ensure_store(st: StoreSpec, data_dir: str | Path | None, *, weights: Mapping[str, Path] | None = None,
+                 stand_ins: bool = False) -> tuple[Missing | None, str | None]:
     """Extract the store if missing or incomplete (extract's own no-op skips a fresh one). Returns what is
-    missing (data or weights), or a note when an existing store is used without being re-verified."""
+    missing (data or weights), or a note when an existing store is used without being re-verified.
+    `weights` maps backbone names to local weight folders; a store of random-weight stand-ins
+    (backbones/stand_ins.py) is refused unless `stand_ins` (the rehearsal)."""
     from embedcache.extract import ExtractCfg, extract
 
     path = store_path(st.store, st.backbone, data_dir)
@@ -125,7 +128,8 @@ def ensure_store(st: StoreSpec, data_dir: str | Path | None) -> tuple[Missing | 
     t0 = time.perf_counter()
     try:
         extract(ExtractCfg(st.dataset, st.backbone, tokens=st.tokens, root=st.root or None, data_dir=data_dir,
-                           dataset_options=dict(st.options), store_name=st.name or None, limit=st.limit))
+                           dataset_options=dict(st.options), store_name=st.name or None, limit=st.limit,
+                           weights=(weights or {}).get(st.backbone)))
     except missing_errors() as exc:
         from embedcache.store import StaleStoreError
 
@@ -133,11 +137,27 @@ def ensure_store(st: StoreSpec, data_dir: str | Path | None) -> tuple[Missing | 
         if isinstance(exc, StaleStoreError):
             return dataclasses.replace(missing, fix=extract_command(st, data_dir, force=True)), None
         if path.exists():  # e.g. a store copied from elsewhere, weights not installed here: usable, unverified
-            return None, f"{path}: used as found, its freshness not verified ({missing.what})"
+            return refuse_stand_in(st, path, data_dir, stand_ins) or (
+                None, f"{path}: used as found, its freshness not verified ({missing.what})")
         return missing, None
-    _VERIFIED.add(key)
+    if (refused := refuse_stand_in(st, path, data_dir, stand_ins)) is not None:
+        return refused
+    if not stand_ins:  # a store checked under the rehearsal's leave is checked again outside it
+        _VERIFIED.add(key)
     log.info("store %s ready (%.1fs)", path, time.perf_counter() - t0)
     return None, None
+
+
+def refuse_stand_in(st: StoreSpec, path: Path, data_dir: str | Path | None, allowed: bool
+                    ) -> tuple[Missing, None] | None:
+    """A Missing when the store at `path` holds random-weight stand-in embeddings and they are not allowed."""
+    from embedcache.store import open_store
+
+    with open_store(path) as store:
+        if allowed or not store.attrs.get("stand_in"):
+            return None
+    return Missing(f"{path} holds stand-in embeddings (random-weight {st.backbone!r} of the rehearsal), not results",
+                   extract_command(st, data_dir, force=True)), None
 
 
 def extract_command(st: StoreSpec, data_dir: str | Path | None = None, force: bool = False) -> str:
