@@ -231,3 +231,14 @@ def test_shipped_demo_specs_use_only_offline_backbones() -> None:
 
 def test_reference_file_is_not_a_pipeline() -> None:
     assert "reference" not in SHIPPED and "pipeline" not in read_toml(pipelines_dir() / "reference.toml")
+
+
+def test_a_damaged_store_is_not_run_with_the_force_fix(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    toy = make_toy_stores(tmp_path / "data", sizes={"train": 60, "val": 20, "test": 20})
+    store = toy.paths["image"]
+    store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])  # truncated: an unreadable HDF5 file
+    result = _run(dataclasses.replace(toy_spec(seeds=(0,)), runs=toy_spec().runs[:1], rows=toy_spec().rows[:1]),
+                  tmp_path)
+    assert result.status == "not run" and result.trained == []
+    assert "--force" in result.missing[0].fix and "Traceback" not in caplog.text
+    assert "**NOT RUN.**" in (tmp_path / "results" / "toy.md").read_text()

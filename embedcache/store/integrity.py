@@ -188,6 +188,7 @@ def check_final(path: Path) -> dict[str, Any]:
     except _UNREADABLE as exc:
         problems = [f"not a readable HDF5 file (truncated or corrupt: {type(exc).__name__}: {exc})"]
     if problems:
-        raise DamagedStoreError(f"store {path} is damaged: {'; '.join(problems[:3])}; rebuild it with "
-                                f"`{_extract_cmd(path)} --force`")
+        fix = f"{_extract_cmd(path)} --force"
+        raise DamagedStoreError(f"store {path} is damaged: {'; '.join(problems[:3])}; rebuild it with `{fix}`",
+                                fix=fix)
     return attrs

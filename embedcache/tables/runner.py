@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedcache.errors import BadInputError
+from embedcache.errors import BadInputError, UserError
 from embedcache.fingerprint import fingerprint
 from embedcache.paths import Paths
 from embedcache.tables.reference import pipelines_dir
@@ -240,10 +240,13 @@ def run_all(names: Sequence[str] | None = None, *, demo: bool | None = None, dir
         try:
             results.append(run_pipeline(spec, paths, seeds=seeds, progress=progress, device=device))
         except Exception as exc:  # one broken pipeline must not stop `make all`
-            log.exception("pipeline %s failed", name)
+            if isinstance(exc, UserError):  # says what to do: one line, no traceback (a bug keeps its traceback)
+                log.error("pipeline %s failed: %s%s", name, exc, f" (fix: {exc.fix})" if exc.fix else "")
+            else:
+                log.exception("pipeline %s failed", name)
+            fix = exc.fix if isinstance(exc, UserError) and exc.fix else f"embedcache run {Path(name).stem}"
             failed = PipelineResult(Path(name).stem, status="failed",
-                                    missing=[Missing(f"the pipeline failed: {type(exc).__name__}: {exc}",
-                                                     f"embedcache run {Path(name).stem}")])
+                                    missing=[Missing(f"the pipeline failed: {type(exc).__name__}: {exc}", fix)])
             if spec is not None:
                 failed.outputs = _try_write(spec, failed, paths.results_dir)
             results.append(failed)

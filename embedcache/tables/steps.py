@@ -48,15 +48,16 @@ class Missing:
 
 
 def missing_errors() -> tuple[type[UserError], ...]:
-    """The UserErrors that mean "something is missing here" (data, weights, stores, a stale store): a pipeline
-    records them as NOT RUN with their `fix`; any other error fails the pipeline."""
+    """The UserErrors that mean "something is missing here" (data, weights, stores, a stale or damaged store): a
+    pipeline records them as NOT RUN with their `fix`; any other error fails the pipeline."""
     from embedcache.backbones.common import WeightsNotFoundError
     from embedcache.backbones.offline import OfflineWeightsError
     from embedcache.datasets import DatasetNotFoundError
     from embedcache.fusion.train import StoresMissingError
-    from embedcache.store import StaleStoreError
+    from embedcache.store import DamagedStoreError, StaleStoreError
 
-    return DatasetNotFoundError, WeightsNotFoundError, OfflineWeightsError, StoresMissingError, StaleStoreError
+    return (DatasetNotFoundError, WeightsNotFoundError, OfflineWeightsError, StoresMissingError, StaleStoreError,
+            DamagedStoreError)
 
 
 def unregistered(spec: PipelineSpec) -> list[Missing]:
