@@ -5,6 +5,7 @@ traceback) or in a recorded skip, and nothing is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -207,15 +208,23 @@ def test_a_nan_store_fails_training_loudly_and_saves_nothing(tmp_path: Path) -> 
 # ------------------------------------------------------------------------------------- a full disk
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    mnt = tmp_path / "data" / "stores"  # the raw data fits; the stores do not
+@contextlib.contextmanager
+def _small_tmpfs(mnt: Path, size: str):
+    """A tmpfs of `size` mounted at `mnt` for the block, or a recorded skip where this machine may not mount."""
     mnt.mkdir(parents=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mnt)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    with _small_tmpfs(tmp_path / "data" / "stores", "160k") as mnt:  # the raw data fits; the stores do not
+        yield mnt
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temp_files(tiny_disk: Path, tmp_path: Path) -> None:
@@ -228,15 +237,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_files(tiny_disk: Path, tmp_p
 
 
 def test_a_full_disk_while_generating_raw_data_is_one_line(tmp_path: Path) -> None:
-    mnt = tmp_path / "data"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN)")
-    try:
+    with _small_tmpfs(tmp_path / "data", "64k") as mnt:
         one_line_error(extract(tmp_path, "shapes", "-m", "minilm", "-o", "size=60"), "the disk is full", "free space")
         assert [p.name for p in mnt.rglob("*") if ".tmp" in p.name] == []
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 # ------------------------------------------------------------------------------------- archives
