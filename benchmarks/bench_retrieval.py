@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import time
 
 import torch
+from _measure import measured
 
 from embedcache.evaluate.retrieval import best_positive_ranks, repeated_gallery_ranks
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -32,12 +27,9 @@ def main() -> None:
     answer = torch.arange(args.images).repeat_interleave(5)
     captions = images[answer] + 2.0 * torch.randn(len(answer), args.dim, generator=gen)
     counts = torch.full((args.images,), 5)
-    rss0, t0 = _rss_mib(), time.perf_counter()
-    ours = repeated_gallery_ranks(captions, images, answer, counts)
-    weighted = {"seconds": time.perf_counter() - t0, "peak_rss_growth_mib": _rss_mib() - rss0}
-    t0 = time.perf_counter()
-    expanded = best_positive_ranks(captions, images[answer], [[q] for q in range(len(answer))])
-    naive = {"seconds": time.perf_counter() - t0, "peak_rss_growth_mib": _rss_mib() - rss0}
+    ours, weighted = measured(lambda: repeated_gallery_ranks(captions, images, answer, counts))
+    # measured second: its peak RSS growth is only what it adds above the weighted run's peak
+    expanded, naive = measured(lambda: best_positive_ranks(captions, images[answer], [[q] for q in range(len(answer))]))
     same = bool(torch.equal(ours, expanded))
     print(f"{len(answer):,} queries x {len(answer):,} rows: weighted {weighted['seconds']:.1f} s "
           f"(+{weighted['peak_rss_growth_mib']:.0f} MiB), expanded {naive['seconds']:.1f} s, "
