@@ -55,7 +55,10 @@ def test_plan_without_data_uses_the_published_counts(tmp_path: Path) -> None:
     assert plan.rows == {"train": 82_783, "val": 40_504} and plan.token_dim == 768
     assert sum(plan.token_rows.values()) == 197 * (82_783 + 40_504)
     assert 30 * 2**30 < plan.est_bytes < 40 * 2**30  # ViT-B/16 tokens of COCO 2014 in fp16: tens of GB
-    assert "34.9 GB" in format_plan(PipelinePlan("x", [plan], [], [], []))
+    token_bytes = sum(plan.token_rows.values()) * 768 * 2  # (tokens, 768) fp16: all but ~1% of the store
+    assert token_bytes < plan.est_bytes < 1.01 * token_bytes
+    text = format_plan(PipelinePlan("x", [plan], [], [], []))
+    assert "34.9 GB" in text and f"~{plan.est_bytes / 2**30:.1f} GB fp16" in text  # the estimate, in GiB
 
 
 @pytest.mark.slow
