@@ -63,6 +63,10 @@ def test_malicious_cifar10_batch_is_refused_and_runs_nothing(tmp_path: Path, pay
     with pytest.raises(DatasetFormatError, match="data_batch_2: not a safe data pickle.*refused global"):
         create_dataset("cifar10", root=root).load_split("train")
     assert not marker.exists()
+    with open(root / "cifar-10-batches-py" / "data_batch_2", "rb") as f:
+        live = pickle.load(f)  # the payload is live: a plain unpickler does run it (so the check above can fail)
+    getattr(live["labels"], "close", lambda: None)()
+    assert marker.exists()
 
 
 def test_malicious_meta_and_cifar100_are_refused(tmp_path: Path) -> None:
