@@ -55,6 +55,8 @@ def test_cbmf_add_learns_image_text_retrieval(run, toy) -> None:
 def test_the_authors_fig4_protocol_queries_every_caption_over_one_image_row_per_caption(run, toy) -> None:
     metrics = evaluate_run(run, "retrieval-rows", data_dir=toy.data_dir, split="test", hit_ks=(100, 180, 200))
     info = json.loads((run.dir / "run.json").read_text())["evals"]["retrieval-rows"]
+    rows = {b: len(load_view(toy.paths[b], "test")) for b in ("image", "text-a")}  # the stores' own counts
+    assert (info["captions"], info["gallery_rows"], info["images"]) == (rows["text-a"], rows["text-a"], rows["image"])
     assert (info["captions"], info["gallery_rows"], info["images"]) == (180, 180, 60)
     # the caption's own row ties with its image's 2 other rows, which rank above it: rank >= 3
     assert metrics["text_to_image_rows_R@1"] == 0.0 and metrics["text_to_image_rows_R@5"] > 0.3
