@@ -96,10 +96,15 @@ def _cifar10_tgz() -> bytes:
                for b in range(1, 6)}
     members["test_batch"] = pickled({"data": np.zeros((2, 3072), np.uint8), "labels": [3, 7]})
     members["batches.meta"] = pickled({"label_names": [f"c{i}" for i in range(10)]})
+    return tar_gz({f"cifar-10-batches-py/{name}": data for name, data in members.items()})
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    """A .tar.gz in memory holding `members` (name -> bytes) as regular files."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
         for name, data in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()
@@ -171,9 +176,10 @@ def test_checksum_mismatch_deletes_the_file(tmp_path: Path, server: Server) -> N
     assert not (tmp_path / "cifar-10-batches-py").exists()
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    """A .zip in memory holding `members` (name -> bytes)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w", compression) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
@@ -186,10 +192,10 @@ def test_flickr8k_zips_unpack_into_the_published_layout(tmp_path: Path, server: 
     from PIL import Image
 
     Image.new("RGB", (4, 4)).save(jpg, "JPEG")
-    server.files["Flickr8k_Dataset.zip"] = _zip({"Flicker8k_Dataset/1.jpg": jpg.getvalue(),
+    server.files["Flickr8k_Dataset.zip"] = zip_bytes({"Flicker8k_Dataset/1.jpg": jpg.getvalue(),
                                                  "__MACOSX/Flicker8k_Dataset/._1.jpg": b"junk"})
     prefix = "Flickr8k_text/" if text_folder_in_zip else ""
-    server.files["Flickr8k_text.zip"] = _zip({
+    server.files["Flickr8k_text.zip"] = zip_bytes({
         f"{prefix}Flickr8k.token.txt": "".join(f"1.jpg#{k}\tcap {k}\n" for k in range(5)).encode(),
         f"{prefix}Flickr_8k.trainImages.txt": b"1.jpg\n", f"{prefix}Flickr_8k.devImages.txt": b"",
         f"{prefix}Flickr_8k.testImages.txt": b""})

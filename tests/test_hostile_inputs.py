@@ -23,6 +23,7 @@ from test_datasets_generic import _image
 from test_datasets_mmsd import write_mmsd
 from test_datasets_mvsa import write_single
 from test_datasets_tiny_imagenet import write_tiny
+from test_download import tar_gz, zip_bytes
 from typer.testing import CliRunner
 
 from embedcache.cli import app
@@ -245,34 +246,16 @@ def test_a_full_disk_while_generating_raw_data_is_one_line(tmp_path: Path) -> No
 # ------------------------------------------------------------------------------------- archives
 
 
-def _tar_gz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 MEMBERS = {f"set/file{i}.bin": np.random.default_rng(i).bytes(50_000) for i in range(4)}
 
 
 @pytest.mark.parametrize("kind", ["truncated tar.gz", "corrupt zip member", "tar with a link out"])
 def test_broken_archives_unpack_nothing(tmp_path: Path, kind: str) -> None:
     if kind == "truncated tar.gz":
-        archive, data = tmp_path / "a.tar.gz", _tar_gz(MEMBERS)
+        archive, data = tmp_path / "a.tar.gz", tar_gz(MEMBERS)
         data = data[: len(data) * 2 // 3]
     elif kind == "corrupt zip member":
-        archive, data = tmp_path / "a.zip", bytearray(_zip(MEMBERS))
+        archive, data = tmp_path / "a.zip", bytearray(zip_bytes(MEMBERS, zipfile.ZIP_DEFLATED))
         data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # inside the third member's deflate stream
         data = bytes(data)
     else:
