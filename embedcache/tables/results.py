@@ -151,7 +151,7 @@ def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None =
             if ref and col.ref:
                 cells.append(NONE if cell.paper is None else f"{cell.paper:.{col.digits}f}")
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    lines += ["", *_footer(spec, manifest, ref)]
+    lines += ["", *_footer(spec, manifest, ref, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -171,11 +171,12 @@ def footnotes(spec: PipelineSpec, ref: ReferenceTable | None) -> dict[str, str]:
     return notes
 
 
-def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | None) -> list[str]:
+def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | None,
+            rows: list[TableRow]) -> list[str]:
     lines = list(footnotes(spec, ref).values())
     notes = list(spec.notes) + list(manifest.get("notes", []))
     if manifest.get("status", "complete") == "complete":
-        notes += comparisons(spec, build_rows(spec, manifest, ref))
+        notes += comparisons(spec, rows)
     lines += [""] + [f"- {n}" for n in notes] if notes else []
     runs = manifest.get("runs", {})
     if runs:
