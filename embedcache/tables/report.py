@@ -9,16 +9,14 @@ relative paths to files that exist. Ours and the paper's numbers sit side by sid
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from embedcache.tables.compare import comparisons
-from embedcache.tables.results import NONE, TableRow, _build, footnotes
+from embedcache.tables.results import NONE, TableRow, build, footnotes, load_manifests, manifest_spec
 
 REPORT_FILE = "index.html"
 
@@ -32,27 +30,6 @@ background:#fafafa;font-style:italic}.complete{color:#11772d}.not-run,.failed{co
 code{background:#f4f4f4;padding:0 3px}img{max-width:100%;border:1px solid #eee}.meta{color:#555}
 .demo{background:#f6f8ff;border-left:4px solid #4060c0;padding:.4em 1em}
 """
-
-
-def load_manifests(out_dir: Path) -> list[dict[str, Any]]:
-    """Every pipeline manifest in `out_dir` (results/<name>.json), papers' pipelines first, then demo twins."""
-    found = []
-    for path in sorted(out_dir.glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(record, dict) and "pipeline" in record and "spec" in record:
-            found.append(record)
-    return sorted(found, key=lambda r: (bool(r["spec"].get("pipeline", r["spec"]).get("demo", False)),
-                                        r["pipeline"]))
-
-
-def _spec(record: dict[str, Any], out_dir: Path) -> Any:
-    from embedcache.tables.spec import spec_from_dict
-
-    spec = spec_from_dict(record["spec"], str(out_dir / f"{record['pipeline']}.json"))
-    return dataclasses.replace(spec, path=record.get("spec_file", ""))
 
 
 def _e(text: Any) -> str:
@@ -144,8 +121,8 @@ def _links(spec: Any, record: dict[str, Any], out_dir: Path) -> list[str]:
 
 def pipeline_section(record: dict[str, Any], out_dir: Path) -> str:
     """One pipeline's section: title, source, status, what is missing, the table, notes, figures, links."""
-    spec = _spec(record, out_dir)
-    ref, rows = _build(spec, record)
+    spec = manifest_spec(record, out_dir)
+    ref, rows = build(spec, record)
     status = _status(record)
     seeds = sorted({int(s) for r in record.get("runs", {}).values() for s in r}) or list(spec.seeds)
     parts = [f'<section id="{_e(spec.name)}">', f"<h2>{_e(spec.title)}</h2>",

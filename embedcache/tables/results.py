@@ -107,7 +107,7 @@ def build_rows(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable
 Built = tuple[ReferenceTable | None, list[TableRow]]  # the paper's table (if any) and our rows
 
 
-def _build(spec: PipelineSpec, manifest: dict[str, Any]) -> Built:
+def build(spec: PipelineSpec, manifest: dict[str, Any]) -> Built:
     """The paper's table and our rows, read once for the markdown, the csv and the plots."""
     ref = reference_table(spec.reference) if spec.reference else None
     return ref, build_rows(spec, manifest, ref)
@@ -131,7 +131,7 @@ def _status_lines(spec: PipelineSpec, manifest: dict[str, Any]) -> list[str]:
 
 def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None = None) -> str:
     """The table as markdown: header, status, our columns beside the paper's, notes and run ids."""
-    ref, rows = built or _build(spec, manifest)
+    ref, rows = built or build(spec, manifest)
     seeds = sorted({int(s) for r in manifest.get("runs", {}).values() for s in r}) or list(spec.seeds)
     lines = [f"# {spec.title}", "",
              f"Source: {spec.source or 'no paper table'} · spec `{spec.path or f'pipelines/{spec.name}.toml'}` · "
@@ -188,7 +188,7 @@ def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | 
 
 def csv_text(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None = None) -> str:
     """One line per row: status, label, kind, variant, n, then per column mean, std and the paper's number."""
-    _, rows = built or _build(spec, manifest)
+    _, rows = built or build(spec, manifest)
     buf = io.StringIO()
     writer = csv.writer(buf)
     header = ["pipeline", "status", "row", "kind", "variant", "n"]
@@ -281,7 +281,7 @@ def write_results(spec: PipelineSpec, manifest: dict[str, Any], out_dir: str | P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, table = out / f"{spec.name}.md", out / f"{spec.name}.csv"
-    built = _build(spec, manifest)
+    built = build(spec, manifest)
     md.write_text(markdown(spec, manifest, built))
     table.write_text(csv_text(spec, manifest, built))
     written = [md, table]
@@ -291,15 +291,33 @@ def write_results(spec: PipelineSpec, manifest: dict[str, Any], out_dir: str | P
     return written
 
 
+def load_manifests(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every pipeline manifest in `out_dir` (results/<name>.json), papers' pipelines first, then demo twins;
+    a JSON file that is not a manifest (or not JSON) is passed over."""
+    found = []
+    for path in sorted(Path(out_dir).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and "pipeline" in record and "spec" in record:
+            found.append(record)
+    return sorted(found, key=lambda r: (bool(r["spec"].get("pipeline", r["spec"]).get("demo", False)),
+                                        r["pipeline"]))
+
+
+def manifest_spec(record: dict[str, Any], out_dir: str | Path) -> PipelineSpec:
+    """The spec a manifest recorded, with `path` the spec file it was read from."""
+    from embedcache.tables.spec import spec_from_dict
+
+    spec = spec_from_dict(record["spec"], str(Path(out_dir) / f"{record['pipeline']}.json"))
+    return dataclasses.replace(spec, path=record.get("spec_file", ""))
+
+
 def write_all_tables(out_dir: str | Path) -> list[Path]:
     """Rebuild every table and plot from the manifests in `out_dir` (results/*.json) and the run JSONs they
     name; trains and evaluates nothing."""
-    from embedcache.tables.spec import spec_from_dict
-
     written = []
-    for path in sorted(Path(out_dir).glob("*.json")):
-        record = json.loads(path.read_text())
-        if "pipeline" in record and "spec" in record:
-            spec = dataclasses.replace(spec_from_dict(record["spec"], str(path)), path=record.get("spec_file", ""))
-            written += write_results(spec, record, out_dir)
+    for record in load_manifests(out_dir):
+        written += write_results(manifest_spec(record, out_dir), record, out_dir)
     return written
