@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from embedcache.tables.compare import comparisons
-from embedcache.tables.results import NONE, TableRow, build, footnotes, load_manifests, manifest_spec
+from embedcache.tables.results import (
+    NONE,
+    TableRow,
+    build,
+    footnotes,
+    load_manifests,
+    manifest_spec,
+    run_ids,
+    run_status,
+    seeds_found,
+)
 
 REPORT_FILE = "index.html"
 
@@ -44,13 +54,9 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _status(record: dict[str, Any]) -> str:
-    return str(record.get("status", "complete"))
-
-
 def _status_block(spec: Any, record: dict[str, Any]) -> list[str]:
     """What is missing and the commands that get it, for a pipeline that did not run."""
-    if _status(record) == "complete":
+    if run_status(record) == "complete":
         return []
     items = [f"<li>missing: {_e(m.get('what', ''))}" + (f" — to get it: <code>{_e(m['fix'])}</code>"
                                                           if m.get("fix") else "") + "</li>"
@@ -61,7 +67,7 @@ def _status_block(spec: Any, record: dict[str, Any]) -> list[str]:
 
 def _table(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) -> list[str]:
     """The table: model, kind, variant, seeds, then per column ours (mean ± std) and the paper's number."""
-    done = _status(record) == "complete"
+    done = run_status(record) == "complete"
     head = ["<th>model</th><th>kind</th><th>variant</th><th>n</th>"]
     for col in spec.columns:
         head.append(f"<th>{_e(col.label)} (ours)</th>")
@@ -82,7 +88,7 @@ def _table(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) ->
 
 def _notes(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) -> list[str]:
     notes = list(spec.notes) + list(record.get("notes", []))
-    if _status(record) == "complete":
+    if run_status(record) == "complete":
         notes += comparisons(spec, rows)
     css = {"legend": "meta", "paper": "meta", "demo": "demo"}
     lines = [f'<p class="{css[key]}">{_e(text)}</p>' for key, text in footnotes(spec, ref).items()]
@@ -92,7 +98,7 @@ def _notes(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) ->
 
 
 def _figures(spec: Any, record: dict[str, Any], out_dir: Path) -> list[str]:
-    if _status(record) != "complete":
+    if run_status(record) != "complete":
         return []
     lines = []
     for plot in spec.plots:
@@ -110,8 +116,7 @@ def _links(spec: Any, record: dict[str, Any], out_dir: Path) -> list[str]:
     lines = ['<p class="meta">Files: ' + " · ".join(links) + "</p>"] if links else []
     runs_dir = Path(record.get("runs_dir", out_dir / "runs"))
     runs = []
-    for rid, seeds in record.get("runs", {}).items():
-        ids = sorted({i for subs in seeds.values() for i in subs.values()})
+    for rid, ids in run_ids(record).items():
         found = [f'<a href="{_href(runs_dir / i / "run.json", out_dir)}">{_e(i)}</a>' for i in ids
                  if (runs_dir / i / "run.json").is_file()]
         if found:
@@ -123,8 +128,8 @@ def pipeline_section(record: dict[str, Any], out_dir: Path) -> str:
     """One pipeline's section: title, source, status, what is missing, the table, notes, figures, links."""
     spec = manifest_spec(record, out_dir)
     ref, rows = build(spec, record)
-    status = _status(record)
-    seeds = sorted({int(s) for r in record.get("runs", {}).values() for s in r}) or list(spec.seeds)
+    status = run_status(record)
+    seeds = seeds_found(spec, record)
     parts = [f'<section id="{_e(spec.name)}">', f"<h2>{_e(spec.title)}</h2>",
              f'<p class="meta"><code>{_e(spec.name)}</code> · source: {_e(spec.source or "no paper table")} · spec '
              f"<code>{_e(spec.path or f'pipelines/{spec.name}.toml')}</code> · seeds {_e(', '.join(map(str, seeds)))}"
@@ -142,7 +147,7 @@ def _index(records: list[dict[str, Any]]) -> list[str]:
     lines = ["<table>", "<tr><th>pipeline</th><th>status</th><th>title</th><th>demo</th></tr>"]
     for r in records:
         spec = r["spec"].get("pipeline", r["spec"])
-        status = _status(r)
+        status = run_status(r)
         lines.append(f'<tr><td><a href="#{_e(r["pipeline"])}">{_e(r["pipeline"])}</a></td>'
                      f'<td class="l status {_e(status.replace(" ", "-"))}">{_e(status)}</td>'
                      f'<td class="l">{_e(spec.get("title", ""))}</td><td class="l">'
@@ -154,7 +159,7 @@ def render_report(out_dir: str | Path) -> str:
     """The page as one HTML string (see the module docstring)."""
     out = Path(out_dir)
     records = load_manifests(out)
-    done = sum(_status(r) == "complete" for r in records)
+    done = sum(run_status(r) == "complete" for r in records)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width,initial-scale=1">',
              "<title>embedcache results</title>", f"<style>{CSS}</style>", "</head><body>",

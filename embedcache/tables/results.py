@@ -104,6 +104,22 @@ def build_rows(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable
     return rows
 
 
+def run_status(manifest: dict[str, Any]) -> str:
+    """The pipeline's status as recorded: complete | not run | failed (an old manifest without one: complete)."""
+    return str(manifest.get("status", "complete"))
+
+
+def seeds_found(spec: PipelineSpec, manifest: dict[str, Any]) -> list[int]:
+    """The seeds the manifest's runs were trained with; the spec's when none ran."""
+    return sorted({int(s) for r in manifest.get("runs", {}).values() for s in r}) or list(spec.seeds)
+
+
+def run_ids(manifest: dict[str, Any]) -> dict[str, list[str]]:
+    """Run spec id -> the run ids (every seed and late-fusion method) the manifest records for it."""
+    return {rid: sorted({i for subs in by_seed.values() for i in subs.values()})
+            for rid, by_seed in manifest.get("runs", {}).items()}
+
+
 Built = tuple[ReferenceTable | None, list[TableRow]]  # the paper's table (if any) and our rows
 
 
@@ -117,10 +133,9 @@ def build(spec: PipelineSpec, manifest: dict[str, Any]) -> Built:
 
 
 def _status_lines(spec: PipelineSpec, manifest: dict[str, Any]) -> list[str]:
-    status = manifest.get("status", "complete")
-    if status == "complete":
+    if run_status(manifest) == "complete":
         return []
-    lines = [f"> **{status.upper()}.** Nothing below is a result of ours until this is fixed:"]
+    lines = [f"> **{run_status(manifest).upper()}.** Nothing below is a result of ours until this is fixed:"]
     for m in manifest.get("missing", []):
         fix = m.get("fix", "")
         fix = fix if "`" in fix or not fix else f"`{fix}`"  # a prose fix keeps its own inline code
@@ -132,10 +147,10 @@ def _status_lines(spec: PipelineSpec, manifest: dict[str, Any]) -> list[str]:
 def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None = None) -> str:
     """The table as markdown: header, status, our columns beside the paper's, notes and run ids."""
     ref, rows = built or build(spec, manifest)
-    seeds = sorted({int(s) for r in manifest.get("runs", {}).values() for s in r}) or list(spec.seeds)
+    seeds = seeds_found(spec, manifest)
     lines = [f"# {spec.title}", "",
              f"Source: {spec.source or 'no paper table'} · spec `{spec.path or f'pipelines/{spec.name}.toml'}` · "
-             f"seeds {', '.join(map(str, seeds))} · status: **{manifest.get('status', 'complete')}**", ""]
+             f"seeds {', '.join(map(str, seeds))} · status: **{run_status(manifest)}**", ""]
     if manifest.get("stand_ins"):
         lines += ["**REHEARSAL: stand-in backbones (random weights) on generated data. These numbers are not "
                   "results.**", ""]
@@ -147,7 +162,7 @@ def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None =
     for r in rows:
         cells = [r.spec.label, r.spec.kind, r.spec.variant or NONE, str(r.n)]
         for col, cell in zip(spec.columns, r.cells, strict=True):
-            cells.append(cell.ours(col.digits) if manifest.get("status", "complete") == "complete" else "not run")
+            cells.append(cell.ours(col.digits) if run_status(manifest) == "complete" else "not run")
             if ref and col.ref:
                 cells.append(NONE if cell.paper is None else f"{cell.paper:.{col.digits}f}")
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
@@ -175,14 +190,13 @@ def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | 
             rows: list[TableRow]) -> list[str]:
     lines = list(footnotes(spec, ref).values())
     notes = list(spec.notes) + list(manifest.get("notes", []))
-    if manifest.get("status", "complete") == "complete":
+    if run_status(manifest) == "complete":
         notes += comparisons(spec, rows)
     lines += [""] + [f"- {n}" for n in notes] if notes else []
-    runs = manifest.get("runs", {})
+    runs = run_ids(manifest)
     if runs:
         lines += ["", "Runs (results/runs/<id>/run.json):"]
-        lines += [f"- {rid}: " + ", ".join(sorted({i for subs in seeds.values() for i in subs.values()}))
-                  for rid, seeds in runs.items()]
+        lines += [f"- {rid}: " + ", ".join(ids) for rid, ids in runs.items()]
     return lines
 
 
@@ -196,7 +210,7 @@ def csv_text(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None =
         header += [col.label, f"{col.label} std", f"{col.label} paper"]
     writer.writerow(header)
     for r in rows:
-        line: list[Any] = [spec.name, manifest.get("status", "complete"), r.spec.label, r.spec.kind, r.spec.variant,
+        line: list[Any] = [spec.name, run_status(manifest), r.spec.label, r.spec.kind, r.spec.variant,
                            r.n]
         for cell in r.cells:
             line += [_num(cell.mean), _num(cell.std), _num(cell.paper)]
@@ -285,7 +299,7 @@ def write_results(spec: PipelineSpec, manifest: dict[str, Any], out_dir: str | P
     md.write_text(markdown(spec, manifest, built))
     table.write_text(csv_text(spec, manifest, built))
     written = [md, table]
-    if manifest.get("status", "complete") == "complete":
+    if run_status(manifest) == "complete":
         plots = [PLOTTERS[p.kind](spec, p, built[1], out / p.file) for p in spec.plots]
         written += [p for p in plots if p is not None]
     return written
