@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = {"extract": "bench_extract.py", "ray": "bench_ray.py", "train": "bench_train.py", "stream": "bench_stream.py"}
+SCRIPTS = {"extract": "bench_extract.py", "ray": "bench_ray.py", "train": "bench_train.py", "stream": "bench_stream.py",
+           "mining": "bench_mining.py", "retrieval": "bench_retrieval.py"}
 
 
 def main() -> int:
