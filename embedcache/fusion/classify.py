@@ -49,10 +49,10 @@ from embedcache.fusion.train import (
     inputs_key,
     run_inputs,
     say_streamed,
+    store_splits,
 )
 from embedcache.fusion.views import PairData, View, load_view
 from embedcache.registry import Registry
-from embedcache.store import open_store
 
 VAL_SPLITS = ("val", "valid", "validation", "dev")  # MMSD publishes `valid`
 EVAL_BATCH = 1024
@@ -63,12 +63,6 @@ class LabelsMissingError(BadInputError):
 
 
 # ---------------------------------------------------------------- loading labelled data
-
-
-def store_splits(path: Path) -> list[str]:
-    """The split names a store holds."""
-    with open_store(path) as store:
-        return list(store.splits)
 
 
 def find_val_split(paths: Sequence[Path], val_split: str | None) -> str | None:

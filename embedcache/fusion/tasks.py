@@ -26,7 +26,7 @@ from embedcache.errors import BadInputError
 from embedcache.fusion.export import encode_view
 from embedcache.fusion.heads import Head
 from embedcache.fusion.runs import Run, open_run
-from embedcache.fusion.train import capped_rows
+from embedcache.fusion.train import capped_rows, store_splits
 from embedcache.fusion.views import View, concat_views, load_view
 from embedcache.paths import store_path
 from embedcache.registry import Registry
@@ -96,18 +96,11 @@ def default_split(ctx: Context, task: Callable[..., TaskResult]) -> str | None:
     paths = [ctx.path(m) for m in range(len(ctx.run.inputs))]
     if not all(p.exists() for p in paths):
         return None  # the task names the missing store
-    splits = [set(_store_splits(p)) for p in paths]
+    splits = [set(store_splits(p)) for p in paths]
     for name in ("test", "val"):
         if all(name in have for have in splits):
             return name
     return None
-
-
-def _store_splits(path: Path) -> list[str]:
-    from embedcache.store import open_store
-
-    with open_store(path) as store:
-        return list(store.splits)
 
 
 def metrics_key(task: str, dataset: str, trained_on: str) -> str:
