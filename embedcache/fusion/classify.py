@@ -44,6 +44,7 @@ from embedcache.fusion.train import (
     check_stores,
     find_or_seed,
     fit,
+    fit_summary,
     head_doc,
     holdout,
     inputs_key,
@@ -163,9 +164,7 @@ def _fit_phases(model: ClassifierHead, train: PairData, val: PairData, cfg: Trai
         model.set_phase(phase)
         result: FitResult = fit(model, train, val, cfg, progress=progress)
         history += [{**row, "phase": phase} for row in result.history]
-        summary[phase] = {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-                          "epochs_run": len(result.history), "stopped_early": float(result.stopped_early),
-                          "train_s": result.train_seconds}
+        summary[phase] = {**fit_summary(result), "train_s": result.train_seconds}
     return history, summary
 
 
