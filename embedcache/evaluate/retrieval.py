@@ -103,8 +103,8 @@ def repeated_gallery_ranks(
     ans = as_long(answer).to(q.device)  # (Q,)
     w = as_float(counts, q.device)  # (I,) rows per image
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or len(ans) != len(q) or len(w) != len(g):
-        raise ValueError(f"expected query (Q, D), images (I, D), answer (Q,), counts (I,); got {tuple(q.shape)}, "
-                         f"{tuple(g.shape)}, {tuple(ans.shape)}, {tuple(w.shape)}")
+        raise BadInputError(f"expected query (Q, D), images (I, D), answer (Q,), counts (I,); got {tuple(q.shape)}, "
+                            f"{tuple(g.shape)}, {tuple(ans.shape)}, {tuple(w.shape)}")
     step = chunk_size or max(1, CHUNK_ELEMENTS // max(1, g.shape[0]))
     ranks = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
     for start in range(0, q.shape[0], step):

@@ -44,15 +44,16 @@ from embedcache.fusion.train import (
     check_stores,
     find_or_seed,
     fit,
+    fit_summary,
     head_doc,
     holdout,
     inputs_key,
     run_inputs,
     say_streamed,
+    store_splits,
 )
 from embedcache.fusion.views import PairData, View, load_view
 from embedcache.registry import Registry
-from embedcache.store import open_store
 
 VAL_SPLITS = ("val", "valid", "validation", "dev")  # MMSD publishes `valid`
 EVAL_BATCH = 1024
@@ -63,12 +64,6 @@ class LabelsMissingError(BadInputError):
 
 
 # ---------------------------------------------------------------- loading labelled data
-
-
-def store_splits(path: Path) -> list[str]:
-    """The split names a store holds."""
-    with open_store(path) as store:
-        return list(store.splits)
 
 
 def find_val_split(paths: Sequence[Path], val_split: str | None) -> str | None:
@@ -169,9 +164,7 @@ def _fit_phases(model: ClassifierHead, train: PairData, val: PairData, cfg: Trai
         model.set_phase(phase)
         result: FitResult = fit(model, train, val, cfg, progress=progress)
         history += [{**row, "phase": phase} for row in result.history]
-        summary[phase] = {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-                          "epochs_run": len(result.history), "stopped_early": float(result.stopped_early),
-                          "train_s": result.train_seconds}
+        summary[phase] = {**fit_summary(result), "train_s": result.train_seconds}
     return history, summary
 
 

@@ -15,10 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from embedcache import evaluate as ev
 from embedcache.fusion.runs import CHECKPOINT, Run
 
 HEADLINE_GROUP = "val-headline"  # where the validation headline is recorded in run.json
@@ -89,19 +85,14 @@ def _classifier(run: Run) -> list[Line]:
 
 
 def _retrieval(ctx: Any, split: str) -> list[Line]:
-    from embedcache.fusion.tasks import retrieval
+    from embedcache.fusion.tasks import linked_retrieval, retrieval
 
     metrics, info = retrieval(ctx, split=split, hit_ks=())
     mi, mt = ctx.side("image"), ctx.side("text")
     images, texts = ctx.view(mi, split, raw=True), ctx.view(mt, split, raw=True)
     base: dict[str, float] = {}
     if images.pooled.shape[1] == texts.pooled.shape[1]:  # raw cosine needs one space (e.g. a CLIP pair)
-        keep = np.isin(texts.links, images.ids)
-        links, tp = texts.links[keep], texts.pooled[torch.from_numpy(keep)]
-        base = {**ev.retrieval_metrics(images.pooled, tp, ev.positives_by_key(list(images.ids), list(links)),
-                                       "image_to_text", hit_ks=()),
-                **ev.retrieval_metrics(tp, images.pooled, ev.positives_by_key(list(links), list(images.ids)),
-                                       "text_to_image", hit_ks=())}
+        base, _ = linked_retrieval(images.pooled, texts.pooled, images, texts, hit_ks=())
     keys = ("image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1", "text_to_image_R@5")
     # a random ranking finds one of an image's captions (or a caption's image) in the top k about k/images
     return [Line(f"{split} {k}", metrics[k], base.get(k), min(1.0, int(k.rsplit("@", 1)[1]) / max(info["images"], 1)))

@@ -11,13 +11,14 @@ import numpy as np
 
 from embedcache.fusion.classify import evaluate_probs, label_info, load_labelled
 from embedcache.fusion.jobs import TRAINERS, Trainer, TrainJob
+from embedcache.fusion.late_fusion import class_priors
 from embedcache.fusion.runs import Run, find_run, make_run_id, runs_dir, write_record
 from embedcache.fusion.train import check_stores, run_inputs
 
 
 def majority_probs(labels: np.ndarray, kind: str, num_classes: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """The class prior of training labels ((N,) single or (N, C) multi) and the (rows, C) floor prediction."""
-    prior = np.bincount(labels, minlength=num_classes) / len(labels) if kind == "single" else labels.mean(axis=0)
+    prior = class_priors(labels, num_classes) if kind == "single" else labels.mean(axis=0)
     guess = np.eye(num_classes)[prior.argmax()] if kind == "single" else (prior >= 0.5).astype(np.float64)
     return prior, np.tile(guess, (rows, 1))  # the same prediction for every row
 

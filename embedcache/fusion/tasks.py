@@ -26,7 +26,7 @@ from embedcache.errors import BadInputError
 from embedcache.fusion.export import encode_view
 from embedcache.fusion.heads import Head
 from embedcache.fusion.runs import Run, open_run
-from embedcache.fusion.train import capped_rows
+from embedcache.fusion.train import capped_rows, store_splits
 from embedcache.fusion.views import View, concat_views, load_view
 from embedcache.paths import store_path
 from embedcache.registry import Registry
@@ -96,18 +96,11 @@ def default_split(ctx: Context, task: Callable[..., TaskResult]) -> str | None:
     paths = [ctx.path(m) for m in range(len(ctx.run.inputs))]
     if not all(p.exists() for p in paths):
         return None  # the task names the missing store
-    splits = [set(_store_splits(p)) for p in paths]
+    splits = [set(store_splits(p)) for p in paths]
     for name in ("test", "val"):
         if all(name in have for have in splits):
             return name
     return None
-
-
-def _store_splits(path: Path) -> list[str]:
-    from embedcache.store import open_store
-
-    with open_store(path) as store:
-        return list(store.splits)
 
 
 def metrics_key(task: str, dataset: str, trained_on: str) -> str:
@@ -124,14 +117,21 @@ def retrieval(ctx: Context, *, split: str = "test", ks: tuple[int, ...] = (1, 5,
     images, texts = ctx.view(mi, split), ctx.view(mt, split)
     if texts.links is None:
         raise BadInputError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
-    ei, et = ctx.encode(mi, images), ctx.encode(mt, texts)
+    metrics, info = linked_retrieval(ctx.encode(mi, images), ctx.encode(mt, texts), images, texts, ks, hit_ks)
+    return metrics, {"split": split, **info}
+
+
+def linked_retrieval(ei: torch.Tensor, et: torch.Tensor, images: View, texts: View, ks: tuple[int, ...] = (1, 5, 10),
+                     hit_ks: tuple[int, ...] = ev.DEFAULT_HIT_KS) -> TaskResult:
+    """Retrieval both ways between image vectors ei (I, d) and caption vectors et (T, d), rows of `images` and
+    `texts`, a caption's positive being the image it links to; captions whose image is absent are left out.
+    The `retrieval` task on a head's outputs, and the validation headline's baseline on the raw stores."""
     keep = np.isin(texts.links, images.ids)  # captions whose image is in the image store
     et, links = et[torch.from_numpy(keep)], texts.links[keep]
     i2t = ev.retrieval_metrics(ei, et, ev.positives_by_key(list(images.ids), list(links)), "image_to_text", ks, hit_ks)
     has_caption = np.isin(images.ids, links)
     t2i = ev.retrieval_metrics(et, ei, ev.positives_by_key(list(links), list(images.ids)), "text_to_image", ks, hit_ks)
-    info = {"split": split, "images": int(has_caption.sum()), "captions": int(keep.sum())}
-    return {**i2t, **t2i}, info
+    return {**i2t, **t2i}, {"images": int(has_caption.sum()), "captions": int(keep.sum())}
 
 
 @TASKS.register("retrieval-rows")
@@ -146,8 +146,7 @@ def retrieval_rows(ctx: Context, *, split: str = "all", ks: tuple[int, ...] = (1
     images, texts = ctx.view(mi, split), ctx.view(mt, split)
     if texts.links is None:
         raise BadInputError(f"split {split!r} of {texts.path} has no caption -> image links; retrieval needs them")
-    index = {str(i): r for r, i in enumerate(images.ids)}
-    answer = np.array([index.get(str(link), -1) for link in texts.links])
+    answer = images.rows_of(texts.links)  # (T,) the image row of each caption, -1 when absent
     keep = answer >= 0  # captions whose image is in the image store
     counts = np.bincount(answer[keep], minlength=len(images.ids))  # (I,) gallery rows per image
     ei, et = ctx.encode(mi, images), ctx.encode(mt, texts)[torch.from_numpy(keep)]

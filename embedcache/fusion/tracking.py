@@ -49,11 +49,11 @@ def tensorboard(run: Run, log_dir: Path) -> Path:
     out = Path(log_dir) / run.id
     writer = SummaryWriter(str(out))
     try:
-        for step, tag, value in epoch_scalars(run):
+        history = epoch_scalars(run)
+        for step, tag, value in history:
             writer.add_scalar(tag, value, step)
-        final = final_scalars(run)
-        steps = max((s for s, _, _ in epoch_scalars(run)), default=0)
-        for tag, value in final.items():
+        steps = max((s for s, _, _ in history), default=0)
+        for tag, value in final_scalars(run).items():
             writer.add_scalar(f"final/{tag}", value, steps)
         writer.add_text("run", f"{run.id}: head {run.record.get('head', {}).get('name', '?')}, "
                                f"seed {run.record.get('seed', '?')}, {run.dir}")

@@ -34,6 +34,7 @@ from embedcache.fusion.runs import Run, find_run, make_run_id, save_run
 from embedcache.fusion.settings import SETTINGS, SettingSpec
 from embedcache.fusion.views import Epoch, PairData, load_view
 from embedcache.paths import store_path
+from embedcache.store import open_store
 
 __all__ = ["SETTINGS", "FitResult", "SettingSpec", "StoresMissingError", "TrainCfg", "fit", "fit_alignment"]
 
@@ -285,6 +286,12 @@ def say_streamed(*datas: PairData) -> None:
                           "blocks and the block order each epoch")
 
 
+def store_splits(path: Path) -> list[str]:
+    """The split names the store at `path` holds."""
+    with open_store(path) as store:
+        return list(store.splits)
+
+
 def _align_data(job: TrainJob, data: DataSpec, miner: str | None) -> tuple[PairData, PairData, list[Any]]:
     """Train and validation rows of an alignment job (validation held out when the stores lack the split), and
     their descriptions [train_info, val_info]."""
@@ -295,7 +302,7 @@ def _align_data(job: TrainJob, data: DataSpec, miner: str | None) -> tuple[PairD
         miner_path = check_stores(job.head, data.dataset, (miner_name,), job.run.data_dir, False)[0]
     train_data, train_info = load_pairs_data(paths, data.train_split, data, miner_path, job.run.data_dir)
     val_split = data.val_split or "val"
-    if all(val_split in _splits(p) for p in paths):
+    if all(val_split in store_splits(p) for p in paths):
         val_data, val_info = load_pairs_data(paths, val_split, data, miner_path, job.run.data_dir)
     else:
         train_data, val_data = holdout(train_data, data.val_fraction, job.cfg.seed)
@@ -364,10 +371,3 @@ def head_doc(name: str) -> str:
 
 TRAINERS.register("align", Trainer("align", fit_alignment, _alignment_heads,
                                    lambda name: HEADS.get(name).setting_for(name), head_doc))
-
-
-def _splits(path: Path) -> list[str]:
-    from embedcache.store import open_store
-
-    with open_store(path) as store:
-        return list(store.splits)
