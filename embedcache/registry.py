@@ -52,6 +52,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` if registered (a user file's head re-imported after an edit)."""
+        self._items.pop(name, None)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

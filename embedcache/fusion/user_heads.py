@@ -57,7 +57,7 @@ def load_head_file(path: str | Path) -> list[str]:
 def forget_head_files() -> None:
     """Unregister every head imported from a user file (a notebook re-importing an edited file, tests)."""
     for name in HEAD_FILES:
-        HEADS._items.pop(name, None)  # noqa: SLF001 - the registry has no public removal, on purpose
+        HEADS.unregister(name)
     HEAD_FILES.clear()
     _LOADED.clear()
 
