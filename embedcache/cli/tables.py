@@ -40,7 +40,7 @@ def run(
         return
 
     result = run_all(pipeline or None, demo=demo, paths=Paths.resolve(data_dir),
-                     seeds=list(range(seeds)) if seeds else None, progress=True, device=device)
+                     seeds=seeds, progress=True, device=device)
     out.print(result.summary(), highlight=False, markup=False)
     for r in result.results:
         for path in r.outputs:
@@ -56,10 +56,10 @@ def show_plans(names: list[str] | None, demo: bool | None, seeds: int | None, da
     from embedcache.tables.plan import format_plan, plan_pipeline
     from embedcache.tables.runner import load_pipeline, resolve_seeds, select_pipelines
 
+    paths = Paths.resolve(data_dir)
     for name in select_pipelines(names or None, demo=demo):
         spec = load_pipeline(name)
         chosen = resolve_seeds(spec, seeds)
-        paths = Paths.resolve(data_dir)
         plan = plan_pipeline(spec, data_dir=paths.data_dir, results_dir=paths.results_dir, seeds=chosen)
         out.print(format_plan(plan), highlight=False, markup=False)
 

@@ -9,16 +9,24 @@ relative paths to files that exist. Ours and the paper's numbers sit side by sid
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from embedcache.tables.compare import comparisons
-from embedcache.tables.results import NONE, TableRow, _build, footnotes
+from embedcache.tables.results import (
+    NONE,
+    TableRow,
+    build,
+    footnotes,
+    load_manifests,
+    manifest_spec,
+    run_ids,
+    run_status,
+    seeds_found,
+)
 
 REPORT_FILE = "index.html"
 
@@ -34,27 +42,6 @@ code{background:#f4f4f4;padding:0 3px}img{max-width:100%;border:1px solid #eee}.
 """
 
 
-def load_manifests(out_dir: Path) -> list[dict[str, Any]]:
-    """Every pipeline manifest in `out_dir` (results/<name>.json), papers' pipelines first, then demo twins."""
-    found = []
-    for path in sorted(out_dir.glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(record, dict) and "pipeline" in record and "spec" in record:
-            found.append(record)
-    return sorted(found, key=lambda r: (bool(r["spec"].get("pipeline", r["spec"]).get("demo", False)),
-                                        r["pipeline"]))
-
-
-def _spec(record: dict[str, Any], out_dir: Path) -> Any:
-    from embedcache.tables.spec import spec_from_dict
-
-    spec = spec_from_dict(record["spec"], str(out_dir / f"{record['pipeline']}.json"))
-    return dataclasses.replace(spec, path=record.get("spec_file", ""))
-
-
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
@@ -67,13 +54,9 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _status(record: dict[str, Any]) -> str:
-    return str(record.get("status", "complete"))
-
-
 def _status_block(spec: Any, record: dict[str, Any]) -> list[str]:
     """What is missing and the commands that get it, for a pipeline that did not run."""
-    if _status(record) == "complete":
+    if run_status(record) == "complete":
         return []
     items = [f"<li>missing: {_e(m.get('what', ''))}" + (f" — to get it: <code>{_e(m['fix'])}</code>"
                                                           if m.get("fix") else "") + "</li>"
@@ -84,7 +67,7 @@ def _status_block(spec: Any, record: dict[str, Any]) -> list[str]:
 
 def _table(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) -> list[str]:
     """The table: model, kind, variant, seeds, then per column ours (mean ± std) and the paper's number."""
-    done = _status(record) == "complete"
+    done = run_status(record) == "complete"
     head = ["<th>model</th><th>kind</th><th>variant</th><th>n</th>"]
     for col in spec.columns:
         head.append(f"<th>{_e(col.label)} (ours)</th>")
@@ -105,7 +88,7 @@ def _table(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) ->
 
 def _notes(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) -> list[str]:
     notes = list(spec.notes) + list(record.get("notes", []))
-    if _status(record) == "complete":
+    if run_status(record) == "complete":
         notes += comparisons(spec, rows)
     css = {"legend": "meta", "paper": "meta", "demo": "demo"}
     lines = [f'<p class="{css[key]}">{_e(text)}</p>' for key, text in footnotes(spec, ref).items()]
@@ -115,7 +98,7 @@ def _notes(spec: Any, record: dict[str, Any], ref: Any, rows: list[TableRow]) ->
 
 
 def _figures(spec: Any, record: dict[str, Any], out_dir: Path) -> list[str]:
-    if _status(record) != "complete":
+    if run_status(record) != "complete":
         return []
     lines = []
     for plot in spec.plots:
@@ -133,8 +116,7 @@ def _links(spec: Any, record: dict[str, Any], out_dir: Path) -> list[str]:
     lines = ['<p class="meta">Files: ' + " · ".join(links) + "</p>"] if links else []
     runs_dir = Path(record.get("runs_dir", out_dir / "runs"))
     runs = []
-    for rid, seeds in record.get("runs", {}).items():
-        ids = sorted({i for subs in seeds.values() for i in subs.values()})
+    for rid, ids in run_ids(record).items():
         found = [f'<a href="{_href(runs_dir / i / "run.json", out_dir)}">{_e(i)}</a>' for i in ids
                  if (runs_dir / i / "run.json").is_file()]
         if found:
@@ -144,10 +126,10 @@ def _links(spec: Any, record: dict[str, Any], out_dir: Path) -> list[str]:
 
 def pipeline_section(record: dict[str, Any], out_dir: Path) -> str:
     """One pipeline's section: title, source, status, what is missing, the table, notes, figures, links."""
-    spec = _spec(record, out_dir)
-    ref, rows = _build(spec, record)
-    status = _status(record)
-    seeds = sorted({int(s) for r in record.get("runs", {}).values() for s in r}) or list(spec.seeds)
+    spec = manifest_spec(record, out_dir)
+    ref, rows = build(spec, record)
+    status = run_status(record)
+    seeds = seeds_found(spec, record)
     parts = [f'<section id="{_e(spec.name)}">', f"<h2>{_e(spec.title)}</h2>",
              f'<p class="meta"><code>{_e(spec.name)}</code> · source: {_e(spec.source or "no paper table")} · spec '
              f"<code>{_e(spec.path or f'pipelines/{spec.name}.toml')}</code> · seeds {_e(', '.join(map(str, seeds)))}"
@@ -165,7 +147,7 @@ def _index(records: list[dict[str, Any]]) -> list[str]:
     lines = ["<table>", "<tr><th>pipeline</th><th>status</th><th>title</th><th>demo</th></tr>"]
     for r in records:
         spec = r["spec"].get("pipeline", r["spec"])
-        status = _status(r)
+        status = run_status(r)
         lines.append(f'<tr><td><a href="#{_e(r["pipeline"])}">{_e(r["pipeline"])}</a></td>'
                      f'<td class="l status {_e(status.replace(" ", "-"))}">{_e(status)}</td>'
                      f'<td class="l">{_e(spec.get("title", ""))}</td><td class="l">'
@@ -177,7 +159,7 @@ def render_report(out_dir: str | Path) -> str:
     """The page as one HTML string (see the module docstring)."""
     out = Path(out_dir)
     records = load_manifests(out)
-    done = sum(_status(r) == "complete" for r in records)
+    done = sum(run_status(r) == "complete" for r in records)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width,initial-scale=1">',
              "<title>embedcache results</title>", f"<style>{CSS}</style>", "</head><body>",

@@ -104,10 +104,26 @@ def build_rows(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable
     return rows
 
 
+def run_status(manifest: dict[str, Any]) -> str:
+    """The pipeline's status as recorded: complete | not run | failed (an old manifest without one: complete)."""
+    return str(manifest.get("status", "complete"))
+
+
+def seeds_found(spec: PipelineSpec, manifest: dict[str, Any]) -> list[int]:
+    """The seeds the manifest's runs were trained with; the spec's when none ran."""
+    return sorted({int(s) for r in manifest.get("runs", {}).values() for s in r}) or list(spec.seeds)
+
+
+def run_ids(manifest: dict[str, Any]) -> dict[str, list[str]]:
+    """Run spec id -> the run ids (every seed and late-fusion method) the manifest records for it."""
+    return {rid: sorted({i for subs in by_seed.values() for i in subs.values()})
+            for rid, by_seed in manifest.get("runs", {}).items()}
+
+
 Built = tuple[ReferenceTable | None, list[TableRow]]  # the paper's table (if any) and our rows
 
 
-def _build(spec: PipelineSpec, manifest: dict[str, Any]) -> Built:
+def build(spec: PipelineSpec, manifest: dict[str, Any]) -> Built:
     """The paper's table and our rows, read once for the markdown, the csv and the plots."""
     ref = reference_table(spec.reference) if spec.reference else None
     return ref, build_rows(spec, manifest, ref)
@@ -117,10 +133,9 @@ def _build(spec: PipelineSpec, manifest: dict[str, Any]) -> Built:
 
 
 def _status_lines(spec: PipelineSpec, manifest: dict[str, Any]) -> list[str]:
-    status = manifest.get("status", "complete")
-    if status == "complete":
+    if run_status(manifest) == "complete":
         return []
-    lines = [f"> **{status.upper()}.** Nothing below is a result of ours until this is fixed:"]
+    lines = [f"> **{run_status(manifest).upper()}.** Nothing below is a result of ours until this is fixed:"]
     for m in manifest.get("missing", []):
         fix = m.get("fix", "")
         fix = fix if "`" in fix or not fix else f"`{fix}`"  # a prose fix keeps its own inline code
@@ -131,11 +146,11 @@ def _status_lines(spec: PipelineSpec, manifest: dict[str, Any]) -> list[str]:
 
 def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None = None) -> str:
     """The table as markdown: header, status, our columns beside the paper's, notes and run ids."""
-    ref, rows = built or _build(spec, manifest)
-    seeds = sorted({int(s) for r in manifest.get("runs", {}).values() for s in r}) or list(spec.seeds)
+    ref, rows = built or build(spec, manifest)
+    seeds = seeds_found(spec, manifest)
     lines = [f"# {spec.title}", "",
              f"Source: {spec.source or 'no paper table'} · spec `{spec.path or f'pipelines/{spec.name}.toml'}` · "
-             f"seeds {', '.join(map(str, seeds))} · status: **{manifest.get('status', 'complete')}**", ""]
+             f"seeds {', '.join(map(str, seeds))} · status: **{run_status(manifest)}**", ""]
     if manifest.get("stand_ins"):
         lines += ["**REHEARSAL: stand-in backbones (random weights) on generated data. These numbers are not "
                   "results.**", ""]
@@ -147,11 +162,11 @@ def markdown(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None =
     for r in rows:
         cells = [r.spec.label, r.spec.kind, r.spec.variant or NONE, str(r.n)]
         for col, cell in zip(spec.columns, r.cells, strict=True):
-            cells.append(cell.ours(col.digits) if manifest.get("status", "complete") == "complete" else "not run")
+            cells.append(cell.ours(col.digits) if run_status(manifest) == "complete" else "not run")
             if ref and col.ref:
                 cells.append(NONE if cell.paper is None else f"{cell.paper:.{col.digits}f}")
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    lines += ["", *_footer(spec, manifest, ref)]
+    lines += ["", *_footer(spec, manifest, ref, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -171,23 +186,23 @@ def footnotes(spec: PipelineSpec, ref: ReferenceTable | None) -> dict[str, str]:
     return notes
 
 
-def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | None) -> list[str]:
+def _footer(spec: PipelineSpec, manifest: dict[str, Any], ref: ReferenceTable | None,
+            rows: list[TableRow]) -> list[str]:
     lines = list(footnotes(spec, ref).values())
     notes = list(spec.notes) + list(manifest.get("notes", []))
-    if manifest.get("status", "complete") == "complete":
-        notes += comparisons(spec, build_rows(spec, manifest, ref))
+    if run_status(manifest) == "complete":
+        notes += comparisons(spec, rows)
     lines += [""] + [f"- {n}" for n in notes] if notes else []
-    runs = manifest.get("runs", {})
+    runs = run_ids(manifest)
     if runs:
         lines += ["", "Runs (results/runs/<id>/run.json):"]
-        lines += [f"- {rid}: " + ", ".join(sorted({i for subs in seeds.values() for i in subs.values()}))
-                  for rid, seeds in runs.items()]
+        lines += [f"- {rid}: " + ", ".join(ids) for rid, ids in runs.items()]
     return lines
 
 
 def csv_text(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None = None) -> str:
     """One line per row: status, label, kind, variant, n, then per column mean, std and the paper's number."""
-    _, rows = built or _build(spec, manifest)
+    _, rows = built or build(spec, manifest)
     buf = io.StringIO()
     writer = csv.writer(buf)
     header = ["pipeline", "status", "row", "kind", "variant", "n"]
@@ -195,7 +210,7 @@ def csv_text(spec: PipelineSpec, manifest: dict[str, Any], built: Built | None =
         header += [col.label, f"{col.label} std", f"{col.label} paper"]
     writer.writerow(header)
     for r in rows:
-        line: list[Any] = [spec.name, manifest.get("status", "complete"), r.spec.label, r.spec.kind, r.spec.variant,
+        line: list[Any] = [spec.name, run_status(manifest), r.spec.label, r.spec.kind, r.spec.variant,
                            r.n]
         for cell in r.cells:
             line += [_num(cell.mean), _num(cell.std), _num(cell.paper)]
@@ -280,25 +295,43 @@ def write_results(spec: PipelineSpec, manifest: dict[str, Any], out_dir: str | P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, table = out / f"{spec.name}.md", out / f"{spec.name}.csv"
-    built = _build(spec, manifest)
+    built = build(spec, manifest)
     md.write_text(markdown(spec, manifest, built))
     table.write_text(csv_text(spec, manifest, built))
     written = [md, table]
-    if manifest.get("status", "complete") == "complete":
+    if run_status(manifest) == "complete":
         plots = [PLOTTERS[p.kind](spec, p, built[1], out / p.file) for p in spec.plots]
         written += [p for p in plots if p is not None]
     return written
 
 
+def load_manifests(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every pipeline manifest in `out_dir` (results/<name>.json), papers' pipelines first, then demo twins;
+    a JSON file that is not a manifest (or not JSON) is passed over."""
+    found = []
+    for path in sorted(Path(out_dir).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and "pipeline" in record and "spec" in record:
+            found.append(record)
+    return sorted(found, key=lambda r: (bool(r["spec"].get("pipeline", r["spec"]).get("demo", False)),
+                                        r["pipeline"]))
+
+
+def manifest_spec(record: dict[str, Any], out_dir: str | Path) -> PipelineSpec:
+    """The spec a manifest recorded, with `path` the spec file it was read from."""
+    from embedcache.tables.spec import spec_from_dict
+
+    spec = spec_from_dict(record["spec"], str(Path(out_dir) / f"{record['pipeline']}.json"))
+    return dataclasses.replace(spec, path=record.get("spec_file", ""))
+
+
 def write_all_tables(out_dir: str | Path) -> list[Path]:
     """Rebuild every table and plot from the manifests in `out_dir` (results/*.json) and the run JSONs they
     name; trains and evaluates nothing."""
-    from embedcache.tables.spec import spec_from_dict
-
     written = []
-    for path in sorted(Path(out_dir).glob("*.json")):
-        record = json.loads(path.read_text())
-        if "pipeline" in record and "spec" in record:
-            spec = dataclasses.replace(spec_from_dict(record["spec"], str(path)), path=record.get("spec_file", ""))
-            written += write_results(spec, record, out_dir)
+    for record in load_manifests(out_dir):
+        written += write_results(manifest_spec(record, out_dir), record, out_dir)
     return written
