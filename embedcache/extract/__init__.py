@@ -13,10 +13,9 @@ from embedcache.extract.plan import (
     RunCfg,
     SplitReport,
     WorkerStat,
-    default_device,
     default_workers,
     plan_extraction,
 )
 
-__all__ = ["ExtractCfg", "ExtractError", "ExtractPlan", "RunCfg", "SplitReport", "WorkerStat", "default_device",
+__all__ = ["ExtractCfg", "ExtractError", "ExtractPlan", "RunCfg", "SplitReport", "WorkerStat",
            "default_workers", "encode_shards", "extract", "plan_extraction", "run_plan", "split_shards"]
