@@ -242,3 +242,17 @@ def test_a_damaged_store_is_not_run_with_the_force_fix(tmp_path: Path, caplog: p
     assert result.status == "not run" and result.trained == []
     assert "--force" in result.missing[0].fix and "Traceback" not in caplog.text
     assert "**NOT RUN.**" in (tmp_path / "results" / "toy.md").read_text()
+
+
+def test_an_unparsable_spec_fails_alone(tmp_path: Path) -> None:
+    make_toy_stores(tmp_path / "data", sizes={"train": 60, "val": 20, "test": 20})
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    good = dataclasses.replace(toy_spec(seeds=(0,)), name="good", runs=toy_spec().runs[:1], rows=toy_spec().rows[:1])
+    (folder / "good.toml").write_text(dump_pipeline(good))
+    (folder / "garbled.toml").write_text("[pipeline\nname = 'garbled'\n")  # a TOML syntax error
+    (folder / "orphan.toml").write_text('extends = "no-such-parent"\n')
+    out = run_all(directory=folder, paths=Paths(tmp_path / "data", tmp_path / "results"), device="cpu")
+    assert [(r.name, r.status) for r in out.results] == [("garbled", "failed"), ("good", "complete"),
+                                                          ("orphan", "failed")]
+    assert "not valid TOML" in out.results[0].missing[0].what and "no-such-parent" in out.results[2].missing[0].what

@@ -212,8 +212,11 @@ def select_pipelines(names: Sequence[str] | None = None, *, demo: bool | None = 
     folder = Path(directory) if directory is not None else pipelines_dir()
     chosen = []
     for name in list_pipelines(folder):
-        raw = resolve_extends(folder / f"{name}.toml")["pipeline"]  # `demo` may be inherited
-        if demo is None or bool(raw.get("demo", False)) == demo:
+        try:
+            raw = resolve_extends(folder / f"{name}.toml")["pipeline"]  # `demo` may be inherited
+        except (ValueError, FileNotFoundError):  # unreadable: kept, so that run_all records it as failed
+            raw = None
+        if raw is None or demo is None or bool(raw.get("demo", False)) == demo:
             chosen.append(str(folder / f"{name}.toml"))
     return chosen
 

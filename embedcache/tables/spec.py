@@ -42,7 +42,7 @@ from typing import Any
 from embedcache.errors import BadInputError, NotFoundError
 from embedcache.fingerprint import to_plain
 from embedcache.paths import UnsafeNameError, safe_name
-from embedcache.tables.reference import pipelines_dir, read_toml
+from embedcache.tables.reference import REFERENCE_FILE, pipelines_dir, read_toml
 
 ROW_KINDS = ("ours", "baseline", "floor")
 PLOT_KINDS = ("sts-tolerance", "hit-rate", "columns")
@@ -345,7 +345,16 @@ def _merge_arrays(parent: list[dict[str, Any]], child: list[dict[str, Any]]) -> 
 def list_pipelines(directory: str | Path | None = None) -> list[str]:
     """Names of the pipeline specs in `directory` (default: the pipelines dir): every *.toml with [pipeline]."""
     folder = Path(directory) if directory is not None else pipelines_dir()
-    return sorted(p.stem for p in folder.glob("*.toml") if {"pipeline", "extends"} & set(read_toml(p)))
+    return sorted(p.stem for p in folder.glob("*.toml") if p.name != REFERENCE_FILE and _is_pipeline(p))
+
+
+def _is_pipeline(path: Path) -> bool:
+    """A spec file, or one that does not parse (kept, so that running it reports the error instead of the whole
+    listing failing on it)."""
+    try:
+        return bool({"pipeline", "extends"} & set(read_toml(path)))
+    except BadInputError:
+        return True
 
 
 def load_pipeline(name_or_path: str | Path) -> PipelineSpec:
