@@ -5,7 +5,7 @@ shards (engine.py in this process; ray_engine.py on a pool of Ray workers, impor
 store/ (crash-safe shards merged into one HDF5 file by the same writer for both engines).
 """
 
-from embedcache.extract.engine import encode_shards, extract, run_plan, split_items
+from embedcache.extract.engine import encode_shards, extract, run_plan, split_shards
 from embedcache.extract.plan import (
     ExtractCfg,
     ExtractError,
@@ -13,10 +13,9 @@ from embedcache.extract.plan import (
     RunCfg,
     SplitReport,
     WorkerStat,
-    default_device,
     default_workers,
     plan_extraction,
 )
 
-__all__ = ["ExtractCfg", "ExtractError", "ExtractPlan", "RunCfg", "SplitReport", "WorkerStat", "default_device",
-           "default_workers", "encode_shards", "extract", "plan_extraction", "run_plan", "split_items"]
+__all__ = ["ExtractCfg", "ExtractError", "ExtractPlan", "RunCfg", "SplitReport", "WorkerStat",
+           "default_workers", "encode_shards", "extract", "plan_extraction", "run_plan", "split_shards"]

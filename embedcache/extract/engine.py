@@ -72,9 +72,12 @@ def run_plan(
     return reports
 
 
-def split_items(plan: ExtractPlan, split: str) -> list[Item]:
-    """The split's items in store order, repeated ids marked bad; shard i is items[i * shard_size:][:shard_size]."""
-    return _mark_duplicates(plan.splits[split].items(plan.encoder.spec.modality))
+def split_shards(plan: ExtractPlan, split: str) -> list[list[Item]]:
+    """The split's items in store order (repeated ids marked bad) cut into shards of `shard_size`; at least one
+    shard, empty for an empty split. Both engines cut here, so a shard's items never depend on the engine."""
+    items = _mark_duplicates(plan.splits[split].items(plan.encoder.spec.modality))
+    size = plan.attrs["shard_size"]
+    return [items[a:a + size] for a in range(0, len(items), size)] or [[]]
 
 
 def encode_shards(
@@ -95,13 +98,11 @@ def _extract_split(
         report.status = "up to date"
         return report
     split = plan.splits[name]
-    items = split_items(plan, name)
-    shard_size = plan.attrs["shard_size"]
-    n_shards = max(1, math.ceil(len(items) / shard_size))
+    every = split_shards(plan, name)
+    n_shards = len(every)
     done = writer.done_shards(name)
     k, n = run.part
-    todo = [i for i in range(n_shards) if i % n == k and i not in done]
-    shards = {i: items[i * shard_size:(i + 1) * shard_size] for i in todo}
+    shards = {i: every[i] for i in range(n_shards) if i % n == k and i not in done}
     advance = progress(name, sum(len(s) for s in shards.values())) if progress else (lambda n, **fields: None)
     start = time.perf_counter()
     with _BackgroundWriter(writer, name) as sink:

@@ -69,10 +69,6 @@ class ExtractPlan:
     device: torch.device
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def default_workers() -> int:
     """Decode workers: leave the model at least one core on a small machine."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))

@@ -25,7 +25,7 @@ import torch
 
 from embedcache.datasets import Item
 from embedcache.errors import UserError
-from embedcache.extract.engine import encode_shards, run_plan, split_items
+from embedcache.extract.engine import encode_shards, run_plan, split_shards
 from embedcache.extract.plan import (
     ExtractCfg,
     ExtractError,
@@ -123,7 +123,7 @@ class ShardWorker:
     def __init__(self, cfg: ExtractCfg, run: RunCfg, threads: int) -> None:
         torch.set_num_threads(threads)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.run, self.items, self.error = run, {}, None
+        self.run, self.shards, self.error = run, {}, None
         try:
             self.plan: ExtractPlan = plan_extraction(cfg)
         except Exception as exc:  # raised on the driver by ready()
@@ -139,10 +139,9 @@ class ShardWorker:
         """Yields the rows done after each batch, then (shard data, worker name, busy seconds)."""
         if self.error is not None:
             raise self.error
-        if split not in self.items:
-            self.items[split] = split_items(self.plan, split)
-        size = self.plan.attrs["shard_size"]
-        shard = {index: self.items[split][index * size:(index + 1) * size]}
+        if split not in self.shards:
+            self.shards[split] = split_shards(self.plan, split)
+        shard = {index: self.shards[split][index]}
         events: queue.SimpleQueue = queue.SimpleQueue()
         start = time.perf_counter()
         # The encoder runs on a thread so that this generator can hand each batch's count to the driver
@@ -178,8 +177,7 @@ class ShardPool:
 
     def __init__(self, cfg: ExtractCfg, run: RunCfg, cluster: ClusterCfg, plan: ExtractPlan) -> None:
         self.ray = import_ray()
-        shards = sum(-(-len(s.items(plan.encoder.spec.modality)) // plan.attrs["shard_size"]) or 1
-                     for s in plan.splits.values())
+        shards = sum(len(split_shards(plan, s)) for s in plan.splits)
         n = max(1, min(shards, cluster.max_workers or self._capacity(cluster)))
         actor = self.ray.remote(num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker,
                                 max_restarts=-1, max_task_retries=0)(ShardWorker)

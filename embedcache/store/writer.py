@@ -100,6 +100,7 @@ class StoreWriter:
         self.attrs = full_attrs(attrs)
         self.fingerprint = fingerprint(self.attrs)
         self._dtype = DTYPES[str(self.attrs.get("dtype", "float16"))]
+        self._checked: tuple[tuple[int, int, int], dict[str, Any]] | None = None  # see _final_attrs
         self._final_usable()  # stale and not force: raise now rather than after hours of extraction
         self.parts = parts_dir(self.path)
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,7 @@ class StoreWriter:
     def _drop_damaged_final(self) -> None:
         """With force, a final file of this very fingerprint is kept only if every value checks out (finite, the
         recorded sha256): --force rebuilds whatever state the file is in, at the cost of one read of it."""
-        if self.force and _final_fingerprint(self.path) == self.fingerprint and final_problems(self.path):
+        if self.force and self._final_fingerprint() == self.fingerprint and final_problems(self.path):
             self.path.unlink()
 
     def _drop_leftovers(self) -> None:
@@ -176,23 +177,44 @@ class StoreWriter:
 
     def _final_usable(self) -> bool:
         """True if the final file exists with our fingerprint; False if absent, or stale and force is set."""
-        if not self.path.exists():
-            return False
         try:
-            old = check_final(self.path)
+            old = self._final_attrs()
         except DamagedStoreError:
             if self.force:  # whatever state the file is in, --force rebuilds it
                 return False
             raise
+        if old is None:
+            return False
         if old.get("fingerprint") == self.fingerprint:
             return True
         if self.force:
             return False
         raise _stale_error(self.path, old, {**self.attrs, "fingerprint": self.fingerprint})
 
+    def _final_attrs(self) -> dict[str, Any] | None:
+        """check_final's attrs of the final file (None when absent, DamagedStoreError when damaged), checked once per
+        version of the file: a writer asks for each split several times, and each check reads every split's ids. A
+        merge replaces the file by rename (a new inode), so (inode, size, mtime) names the version."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._checked is None or self._checked[0] != key:
+            self._checked = (key, check_final(self.path))
+        return self._checked[1]
+
+    def _final_fingerprint(self) -> str | None:
+        """The fingerprint of a sound final file; None when it is absent or damaged (it is then never kept)."""
+        try:
+            old = self._final_attrs()
+        except DamagedStoreError:
+            return None
+        return None if old is None else old.get("fingerprint")
+
     def has_split(self, split: str) -> bool:
         """True if the final store has this split complete, with this writer's fingerprint."""
-        if _final_fingerprint(self.path) != self.fingerprint:
+        if self._final_fingerprint() != self.fingerprint:
             return False
         with h5py.File(self.path, "r") as f:
             return split in f
@@ -294,7 +316,7 @@ class StoreWriter:
             return
         os.close(self._lock_fd)
         self._lock_fd = None
-        if _count_shards(self.parts) == 0 and _final_fingerprint(self.path) == self.fingerprint:
+        if _count_shards(self.parts) == 0 and self._final_fingerprint() == self.fingerprint:
             self._remove_parts()
 
     def _remove_parts(self) -> None:
@@ -317,16 +339,6 @@ class StoreWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _final_fingerprint(path: Path) -> str | None:
-    """The fingerprint of a sound final file; None when it is absent or damaged (it is then never kept)."""
-    if not path.exists():
-        return None
-    try:
-        return check_final(path).get("fingerprint")
-    except DamagedStoreError:
-        return None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
