@@ -80,11 +80,14 @@ def prepare(root: Path, scale: float, names: list[str]) -> dict[str, Path]:
 
 def child(name: str, root: Path, weights: dict[str, Path], steps: int) -> int:
     """One pipeline in this process: plan (estimates written to plan.json), run, and its status as exit code."""
+    import logging
+
     from embedcache.fusion.train import step_cap
     from embedcache.paths import Paths
     from embedcache.tables.plan import format_plan, plan_pipeline
     from embedcache.tables.runner import run_pipeline
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     spec = rehearsal_spec(name)
     data, results = root / "data", root / "results"
     plan = plan_pipeline(spec, data_dir=data, seeds=(0,), results_dir=results, weights=weights)

@@ -9,10 +9,11 @@ results/<name>.json (the manifest: status, what is missing, which run ids fill w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class PipelineResult:
     kept_evals: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    timings: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds): stores, runs, evaluations
     stand_ins: bool = False  # the rehearsal's: stores of random-weight stand-in backbones
 
     @property
@@ -110,7 +112,8 @@ def run_pipeline(spec: PipelineSpec | str | Path, paths: Paths | None = None, *,
     result = PipelineResult(spec.name, missing=steps.unregistered(spec))
     ctx = steps.StepContext(paths, device, progress)
     for st in spec.stores if not result.missing else ():  # raw data and stores alike under the data dir
-        missing, note = steps.ensure_store(st, paths.data_dir, weights=weights, stand_ins=stand_ins)
+        with _timed(result, f"store {st.store}/{st.backbone}"):
+            missing, note = steps.ensure_store(st, paths.data_dir, weights=weights, stand_ins=stand_ins)
         result.missing += [missing] if missing else []
         result.notes += [note] if note else []
     if not result.missing:
@@ -149,13 +152,26 @@ def _train_and_evaluate(spec: PipelineSpec, seeds: tuple[int, ...], ctx: Any, re
 
     for run in spec.runs:
         for seed in run.seeds or seeds:
-            runs = steps.train_run(run, seed, ctx)
+            with _timed(result, f"train {run.id} seed {seed}"):
+                runs = steps.train_run(run, seed, ctx)
             ctx.done[(run.id, seed)] = runs
             result.runs.setdefault(run.id, {})[str(seed)] = {sub: r.id for sub, r in runs.items()}
             for ev in run.evals:
-                done = steps.evaluate(runs[""], ev, ctx)
                 label = f"{runs[''].id}:{steps.eval_key(ev, runs[''].inputs[0]['dataset'])}"
+                with _timed(result, f"evaluate {run.id} seed {seed}: {ev.task} on {ev.dataset or run.dataset}"):
+                    done = steps.evaluate(runs[""], ev, ctx)
                 (result.evaluated if done else result.kept_evals).append(label)
+
+
+@contextlib.contextmanager
+def _timed(result: PipelineResult, step: str) -> Iterator[None]:
+    """Time one step into `result.timings` and the log (what a long pipeline spends where)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.timings.append((step, round(time.perf_counter() - t0, 2)))
+        log.info("%s: %.1fs", step, result.timings[-1][1])
 
 
 def manifest(spec: PipelineSpec, result: PipelineResult, runs_root: Path) -> dict[str, Any]:
@@ -165,6 +181,7 @@ def manifest(spec: PipelineSpec, result: PipelineResult, runs_root: Path) -> dic
             "missing": [dataclasses.asdict(m) for m in result.missing], "notes": result.notes,
             "runs": result.runs, "runs_dir": str(runs_root), "trained": result.trained, "reused": result.reused,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(result.seconds, 2),
+            "timings": result.timings,
             **({"stand_ins": True} if result.stand_ins else {})}
 
 
