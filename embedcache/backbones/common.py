@@ -162,10 +162,18 @@ def inference(spec: BackboneSpec, device: torch.device) -> Iterator[None]:
 
 
 def library_versions(*names: str) -> dict[str, str]:
-    """Versions of the libraries whose code computes the numbers (they enter the fingerprint)."""
+    """Versions of the libraries whose code computes the numbers (they enter the fingerprint). A library imported
+    without package metadata (built in place, some containers) gives its module's __version__."""
+    import importlib
     import importlib.metadata as md
 
-    return {name: md.version(name) for name in ("torch", *names)}
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return str(getattr(importlib.import_module(name), "__version__", "unknown"))
+
+    return {name: version(name) for name in ("torch", *names)}
 
 
 def check_pooling(spec: BackboneSpec, pooling: str, known: tuple[str, ...]) -> str:
