@@ -169,7 +169,7 @@ class StoreSummary:
     skipped: int = 0
     shards_pending: int = 0
     damaged: str = ""  # why the final file cannot be used ('' when it is sound); `embedcache verify` says more
-    marked: str = ""  # "random weights" (`--weights random`) or "stand-in" (the rehearsal's): not results
+    not_results: str = ""  # why its vectors are not results ('' for a real backbone's store), e.g. a stand-in
 
 
 def summarize(path: Path) -> StoreSummary:
@@ -211,8 +211,10 @@ def _summarize(path: Path, pdir: Path, attrs: dict[str, Any], s: StoreSummary) -
     s.dataset, s.backbone = str(attrs.get("dataset", s.dataset)), str(attrs.get("backbone", s.backbone))
     s.dtype, s.fingerprint = str(attrs.get("dtype", "float16")), str(attrs.get("fingerprint", ""))
     s.complete = bool(attrs.get("complete")) and s.shards_pending == 0
-    if attrs.get("stand_in"):
-        s.marked = "random weights" if attrs.get("weights") == "random" else "stand-in"
+    if attrs.get("stand_in"):  # pipelines refuse both kinds
+        random = attrs.get("weights") == "random"
+        s.not_results = "random weights (--weights random: speed work only)" if random else (
+            "stand-in (random weights of the rehearsal)")
     return s
 
 
