@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from embedcache.backbones import hf_loading
+from embedcache.backbones import hf_loading, random_init
 from embedcache.backbones.base import ADAPTERS, BackboneSpec, EncoderOutput
 from embedcache.backbones.common import (
     WeightsSource,
@@ -140,7 +140,10 @@ def create(spec: BackboneSpec, pooling: str | None, weights: str | Path | None) 
     config = full.text_config if text else full.vision_config
     config.projection_dim = full.projection_dim  # the tower configs do not carry it; CLIPModel's does
     loader = CLIPTextModelWithProjection if text else CLIPVisionModelWithProjection
-    model, _ = hf_loading.load_model(loader, spec, source, config=config)
+    if source.kind == "random":  # the tower with seeded random weights (config and tokenizer: hub cache or DIR)
+        model = random_init.from_config(loader, config)
+    else:
+        model, _ = hf_loading.load_model(loader, spec, source, config=config)
     extra = {"tokenizer": hf_loading.from_pretrained(AutoTokenizer, spec, source)} if text else {
         "processor": hf_loading.from_pretrained(CLIPImageProcessor, spec, source)}
     return ClipTowerEncoder(spec, model, source, pooling or spec.pooling, **extra)

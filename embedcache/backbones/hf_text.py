@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from embedcache.backbones import hf_loading
+from embedcache.backbones import hf_loading, random_init
 from embedcache.backbones.base import ADAPTERS, PREFIXES, BackboneSpec, EncoderOutput
 from embedcache.backbones.common import (
     WeightsSource,
@@ -64,10 +64,15 @@ class TransformersTextEncoder(hf_loading.TransformersEncoder):
 
 
 def create(spec: BackboneSpec, pooling: str | None, weights: str | Path | None) -> TransformersTextEncoder:
-    """Load model + tokenizer from the resolved source and wrap them (on CPU)."""
+    """Load model + tokenizer from the resolved source and wrap them (on CPU); `weights="random"`: build the
+    architecture with random weights instead (backbones/random_init.py)."""
     from transformers import AutoModel, AutoTokenizer
 
     source = resolve_source(spec, weights)
+    if source.kind == "random":  # the architecture with seeded random weights (speed work only)
+        model, tokenizer, source = random_init.text_model(spec, source)
+        has_pooler = getattr(model, "pooler", None) is not None
+        return TransformersTextEncoder(spec, model, tokenizer, source, pooling or spec.pooling, has_pooler)
     tokenizer = hf_loading.from_pretrained(AutoTokenizer, spec, source)
     model, missing_pooler = hf_loading.load_model(AutoModel, spec, source)
     has_pooler = getattr(model, "pooler", None) is not None and not missing_pooler

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from embedcache.backbones import offline
+from embedcache.backbones import offline, random_init
 from embedcache.backbones.base import ADAPTERS, PREFIXES, BackboneSpec, Encoder, EncoderOutput
 from embedcache.backbones.common import (
     WEIGHT_NAMES,
@@ -56,7 +56,7 @@ class TimmImageEncoder(Encoder):
 
     poolings = tuple(TIMM_POOLINGS.names())
 
-    def __init__(self, spec: BackboneSpec, model: Any, source: WeightsSource, weights_file: Path,
+    def __init__(self, spec: BackboneSpec, model: Any, source: WeightsSource, weights_file: Path | None,
                  pooling: str) -> None:
         from timm.data import resolve_data_config
 
@@ -72,7 +72,9 @@ class TimmImageEncoder(Encoder):
         self.device = torch.device("cpu")
 
     @cached_property
-    def weights_sha256(self) -> dict[str, str]:
+    def weights_sha256(self) -> dict[str, str] | None:
+        if self.weights_file is None:  # random weights: none were loaded
+            return None
         return {self.weights_file.name: sha256_file(self.weights_file)}
 
     def describe(self) -> dict[str, Any]:
@@ -135,6 +137,15 @@ def load_strict(model: Any, file: Path, spec: BackboneSpec, mapped: dict | None 
 
 
 def _from_dir(spec: BackboneSpec, source: WeightsSource) -> tuple[Any, Path]:
+    model = _build_from_dir(spec, source)
+    file = next((source.path / n for n in WEIGHT_NAMES if (source.path / n).is_file()), None)
+    if file is None:
+        raise NotFoundError(f"backbone {spec.name!r}: no {' or '.join(WEIGHT_NAMES)} in {source.path}")
+    return load_strict(model, file, spec), file
+
+
+def _build_from_dir(spec: BackboneSpec, source: WeightsSource) -> Any:
+    """The architecture a timm folder's config.json names, built with its arguments (weights not loaded)."""
     import timm
 
     config_file = source.path / "config.json"
@@ -145,14 +156,19 @@ def _from_dir(spec: BackboneSpec, source: WeightsSource) -> tuple[Any, Path]:
     arch = config.get("architecture")
     if source.path != Path(spec.model_id).expanduser() and arch != architecture(spec):
         raise BadInputError(f"backbone {spec.name!r} is timm {architecture(spec)}, but {config_file} holds {arch!r}")
-    file = next((source.path / n for n in WEIGHT_NAMES if (source.path / n).is_file()), None)
-    if file is None:
-        raise NotFoundError(f"backbone {spec.name!r}: no {' or '.join(WEIGHT_NAMES)} in {source.path}")
     # what timm's own folder loader reads: architecture, its arguments, and the checkpoint's pretrained_cfg
     # (preprocessing); done by hand so that timm releases without the 'local-dir:' source work too
     pretrained_cfg = dict(config.get("pretrained_cfg") or {}, architecture=arch)
-    model = timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **(config.get("model_args") or {}))
-    return load_strict(model, file, spec), file
+    return timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **(config.get("model_args") or {}))
+
+
+def _random(spec: BackboneSpec, source: WeightsSource) -> Any:
+    """The architecture with seeded random weights: from a `timm:DIR` folder's config, else timm's own table."""
+    import timm
+
+    with random_init.seeded():
+        model = _build_from_dir(spec, source) if source.path else timm.create_model(spec.model_id, pretrained=False)
+    return random_init.frozen(model)
 
 
 def _from_file(spec: BackboneSpec, file: Path) -> tuple[Any, Path]:
@@ -192,8 +208,10 @@ def _hub_file(spec: BackboneSpec, source: WeightsSource) -> Path:
 
 
 def create(spec: BackboneSpec, pooling: str | None, weights: str | Path | None) -> TimmImageEncoder:
-    """Resolve the weights, build the timm model and wrap it (on CPU)."""
+    """Resolve the weights, build the timm model and wrap it (on CPU); `weights="random"`: seeded random weights."""
     source = resolve_source(spec, weights)
+    if source.kind == "random":  # speed work only: nothing loaded, nothing downloaded
+        return TimmImageEncoder(spec, _random(spec, source), source, None, pooling or spec.pooling)
     if source.kind == "local":
         model, file = _from_dir(spec, source) if source.path.is_dir() else _from_file(spec, source.path)
     elif source.kind == "offline":

@@ -35,7 +35,10 @@ def extract(
     force: Annotated[bool, typer.Option("--force", help="Rebuild a store whose fingerprint changed.")] = False,
     on_error: Annotated[str, typer.Option("--on-error", help="fail | skip (skips are recorded).")] = "fail",
     pooling: Annotated[str | None, typer.Option("--pooling", help="Override the backbone's pooling.")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="Local weights for the backbone.")] = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="Local weights (folder or file) for the backbone, or `random`: its architecture with "
+        "random weights, for speed work only (every pipeline refuses the store; a folder named random: ./random).")
+    ] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="float16 | float32 on disk.")] = "float16",
     part: Annotated[str, typer.Option("--part", help="K/N: this process writes every N-th shard.")] = "0/1",
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Rows per resumable shard.")] = 1024,

@@ -79,7 +79,8 @@ class ExtractCfg:
     """What to extract, as plain data: the store's inputs (a Ray worker receives it and plans the same store).
 
     `root` is the dataset's raw-data folder (None: its default under the data dir); `data_dir` holds the
-    stores; `device` None means cuda if there is one.
+    stores; `weights` a local folder or file, or "random" (the architecture with seeded random weights, for speed
+    work only: the store is marked and every pipeline refuses it); `device` None means cuda if there is one.
     """
 
     dataset: str

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from embedcache.backbones.common import is_random
 from embedcache.datasets import Item
 from embedcache.errors import UserError
 from embedcache.extract.engine import encode_shards, run_plan, split_shards
@@ -106,7 +107,8 @@ def portable(cfg: ExtractCfg, cluster: ClusterCfg) -> ExtractCfg:
     def absolute(p: str | Path | None) -> str | None:
         return None if p is None else str(Path(p).expanduser().resolve())
 
-    weights = cfg.weights if cfg.weights is None or ":" in str(cfg.weights) else absolute(cfg.weights)
+    keep = cfg.weights is None or ":" in str(cfg.weights) or is_random(cfg.weights)  # not paths
+    weights = cfg.weights if keep else absolute(cfg.weights)
     return replace(cfg, root=absolute(cfg.root), data_dir=absolute(data_dir(cfg.data_dir)), weights=weights,
                    device=device, dataset_options=dict(cfg.dataset_options))
 

@@ -211,7 +211,10 @@ def _summarize(path: Path, pdir: Path, attrs: dict[str, Any], s: StoreSummary) -
     s.dataset, s.backbone = str(attrs.get("dataset", s.dataset)), str(attrs.get("backbone", s.backbone))
     s.dtype, s.fingerprint = str(attrs.get("dtype", "float16")), str(attrs.get("fingerprint", ""))
     s.complete = bool(attrs.get("complete")) and s.shards_pending == 0
-    s.not_results = "stand-in (random weights of the rehearsal)" if attrs.get("stand_in") else ""
+    if attrs.get("stand_in"):  # pipelines refuse both kinds
+        random = attrs.get("weights") == "random"
+        s.not_results = "random weights (--weights random: speed work only)" if random else (
+            "stand-in (random weights of the rehearsal)")
     return s
 
 

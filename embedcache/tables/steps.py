@@ -151,14 +151,22 @@ def ensure_store(st: StoreSpec, data_dir: str | Path | None, *, weights: Mapping
 
 def refuse_stand_in(st: StoreSpec, path: Path, data_dir: str | Path | None, allowed: bool
                     ) -> tuple[Missing, None] | None:
-    """A Missing when the store at `path` holds random-weight stand-in embeddings and they are not allowed."""
+    """A Missing when the store at `path` holds random-weight embeddings that are not allowed: the rehearsal's
+    stand-ins unless `allowed` (the rehearsal), and `--weights random` stores (speed work only) always."""
     from embedcache.store import open_store
 
     with open_store(path) as store:
-        if allowed or not store.attrs.get("stand_in"):
-            return None
+        attrs = store.attrs
+    if not attrs.get("stand_in"):
+        return None
+    fix = extract_command(st, data_dir, force=True)
+    if attrs.get("weights") == "random":
+        return Missing(f"{path} holds random-weight embeddings (`--weights random`: for speed work only), not results",
+                       fix, f"rebuild it with the real weights: {fix}"), None
+    if allowed:
+        return None
     return Missing(f"{path} holds stand-in embeddings (random-weight {st.backbone!r} of the rehearsal), not results",
-                   extract_command(st, data_dir, force=True)), None
+                   fix), None
 
 
 def extract_command(st: StoreSpec, data_dir: str | Path | None = None, force: bool = False) -> str:
