@@ -19,7 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from embedcache.backbones import create_encoder
-from embedcache.backbones.tensor_preprocess import preprocess_one
+from embedcache.backbones.tensor_preprocess import preprocess_batch
 from embedcache.cli import app
 from embedcache.datasets import Item
 from embedcache.datasets.images import load_image
@@ -103,7 +103,7 @@ def test_tensor_inputs_match_the_pil_transform_within_a_uint8_level(encoders, ph
     for path in photos.values():
         pil = transform(load_image(path, "x"))  # (3, 224, 224)
         (decoded,) = decode_jpegs([jpeg_bytes(path)], CPU)
-        ours = preprocess_one(decoded, prep)
+        (ours,) = preprocess_batch([decoded], prep)
         assert ours.shape == pil.shape
         # a wrong crop offset, resize rule or normalisation moves most pixels; rounding moves a few by 1-2 levels
         assert (ours - pil).abs().mean() < 1e-3

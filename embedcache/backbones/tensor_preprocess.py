@@ -60,24 +60,30 @@ def _three(values: Any) -> tuple[float, float, float]:
     return a, b, c
 
 
-def preprocess_one(image: torch.Tensor, prep: TensorPreprocess) -> torch.Tensor:
-    """(C, H, W) uint8 with C in {1, 3}, on any device -> (3, crop_h, crop_w) float32 normalised, same device."""
+def resize_crop(image: torch.Tensor, prep: TensorPreprocess) -> torch.Tensor:
+    """(C, H, W) uint8 with C in {1, 3}, on any device -> (3, crop_h, crop_w) uint8 on the same device."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    if image.shape[0] == 1:  # grayscale JPEG: RGB as PIL's convert("RGB") makes it (three equal channels)
+    if image.shape[0] == 1:  # grayscale: RGB as PIL's convert("RGB") makes it (three equal channels)
         image = image.expand(3, -1, -1)
     # uint8 in, uint8 out: rounded and clamped like PIL's resize of an 8-bit image
     image = F.resize(image, list(prep.resize), interpolation=InterpolationMode(prep.interpolation), antialias=True)
-    image = _center_crop(image, prep.crop, prep.crop_rounding)
-    mean = torch.tensor(prep.mean, device=image.device).view(3, 1, 1)
-    std = torch.tensor(prep.std, device=image.device).view(3, 1, 1)
-    return (image.float() / 255.0 - mean) / std
+    return _center_crop(image, prep.crop, prep.crop_rounding)
+
+
+def normalise(batch: torch.Tensor, prep: TensorPreprocess) -> torch.Tensor:
+    """(B, 3, h, w) uint8 -> float32 scaled to [0, 1] and normalised by the config's mean and std (one op per
+    batch, not per image: on CUDA each small tensor made here is a host-to-device copy)."""
+    mean = torch.tensor(prep.mean, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=batch.device).view(1, 3, 1, 1)
+    return (batch.float() / 255.0 - mean) / std
 
 
 def preprocess_batch(images: list[torch.Tensor], prep: TensorPreprocess) -> torch.Tensor:
-    """Decoded images of any sizes (each (C, H, W) uint8) -> (B, 3, crop_h, crop_w) float32 on their device."""
-    return torch.stack([preprocess_one(im, prep) for im in images])
+    """Decoded images of any sizes (each (C, H, W) uint8, C in {1, 3}) -> (B, 3, crop_h, crop_w) float32, on
+    their device."""
+    return normalise(torch.stack([resize_crop(im, prep) for im in images]), prep)
 
 
 def _center_crop(image: torch.Tensor, size: tuple[int, int], rounding: CropRounding) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from embedcache.backbones.base import Encoder
-from embedcache.backbones.tensor_preprocess import TensorPreprocess, preprocess_one
+from embedcache.backbones.tensor_preprocess import TensorPreprocess, preprocess_batch
 from embedcache.datasets import BadItemError, Item
 from embedcache.datasets.images import MAX_PIXELS, load_image
 from embedcache.errors import BadInputError, UserError
@@ -199,10 +199,10 @@ def finish_batch(
     decoded = decode_jpegs([data for _, data in jpegs], device)
     ready: dict[int, torch.Tensor] = {}
     bad = [(pos, reason) for pos, kind, reason in prepared if kind == "bad"]
-    for (pos, _), image in zip(jpegs, decoded, strict=True):
-        if image is not None and image.shape[0] in (1, 3):
-            ready[pos] = preprocess_one(image, prep)
-            continue
+    took = [(pos, image) for (pos, _), image in zip(jpegs, decoded, strict=True) if image is not None]
+    if took:  # (n, 3, h, w) float, normalised in one op
+        ready.update(zip([pos for pos, _ in took], preprocess_batch([image for _, image in took], prep), strict=True))
+    for pos in sorted({pos for pos, _ in jpegs} - set(ready)):  # refused by the device decoder: PIL, alone
         try:
             ready[pos] = transform(load_image(items[pos].image, items[pos].id)).to(device)
         except BadItemError as exc:
