@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 
+from embedcache.backbones.tensor_preprocess import TensorPreprocess
 from embedcache.registry import Registry
 
 Modality = Literal["image", "text"]
@@ -66,6 +67,11 @@ class Encoder(ABC):
         """Image encoders: a picklable PIL RGB image -> (3, H, W) float tensor, built from the model's
         own data config. Runs in worker processes."""
         raise NotImplementedError(f"{self.spec.name} is a {self.spec.modality} encoder")
+
+    def tensor_preprocess(self) -> TensorPreprocess | None:
+        """Image encoders: the same preprocessing as plain data for decoded uint8 tensors on any device (the GPU
+        decode path, extract/gpu_decode.py); None where only the PIL path is implemented."""
+        return None
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Text encoders: a batch of strings -> padded model inputs (the model's own tokenizer)."""

@@ -25,6 +25,7 @@ from embedcache.backbones.common import (
     inference,
     resolve_source,
 )
+from embedcache.backbones.tensor_preprocess import TensorPreprocess, from_clip_processor
 from embedcache.fingerprint import to_plain
 from embedcache.registry import Registry
 
@@ -85,6 +86,16 @@ class ClipTowerEncoder(hf_loading.TransformersEncoder):
             T.ToTensor(),
             T.Normalize(cfg["image_mean"], cfg["image_std"]),
         ])
+
+    def tensor_preprocess(self) -> TensorPreprocess | None:
+        """image_transform's recipe as tensor ops, from the same preprocessor config (None for the text tower, or a
+        config without a center crop or with another rescale factor than 1/255)."""
+        if self.processor is None:
+            return None
+        cfg = self.processor.to_dict()
+        if not cfg.get("do_center_crop", True) or abs(float(cfg.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
+            return None
+        return from_clip_processor(cfg, _PIL_MODES)
 
     def encode(self, batch: torch.Tensor | dict[str, torch.Tensor], tokens: bool = False) -> EncoderOutput:
         with inference(self.spec, self.device):

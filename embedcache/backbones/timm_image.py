@@ -35,6 +35,7 @@ from embedcache.backbones.common import (
     resolve_source,
 )
 from embedcache.backbones.offline import sha256_file
+from embedcache.backbones.tensor_preprocess import TensorPreprocess, from_timm_config
 from embedcache.errors import BadInputError, NotFoundError
 from embedcache.fingerprint import to_plain
 from embedcache.registry import Registry
@@ -100,6 +101,10 @@ class TimmImageEncoder(Encoder):
         from timm.data import create_transform
 
         return create_transform(**self.data_config, is_training=False)
+
+    def tensor_preprocess(self) -> TensorPreprocess | None:
+        """The eval transform above as tensor ops (None for timm's border / non-square crop modes)."""
+        return from_timm_config(self.data_config)
 
     def encode(self, batch: torch.Tensor | dict[str, torch.Tensor], tokens: bool = False) -> EncoderOutput:
         x = batch.to(self.device)  # (B, 3, H, W)

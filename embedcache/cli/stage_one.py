@@ -29,6 +29,8 @@ def extract(
     name: Annotated[str | None, typer.Option("--name", help="Store name for generic datasets.")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Dataset option KEY=VALUE.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if any).")] = None,
+    decode: Annotated[str, typer.Option(
+        "--decode", help="auto | cpu | gpu: decode JPEGs on the GPU (auto: on CUDA with JPEG inputs).")] = "auto",
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=0, help="Image decode processes.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N items of each split.")] = None,
@@ -60,7 +62,7 @@ def extract(
     k, n = parse_part(part)
     cfg = ExtractCfg(dataset, model, root=root, data_dir=use_data_dir(data_dir), dataset_options=parse_options(option),
                      store_name=name, limit=limit, tokens=tokens, pooling=pooling, weights=weights, dtype=dtype,
-                     shard_size=shard_size, device=device)
+                     shard_size=shard_size, device=device, decode=decode)
     run = RunCfg(splits=tuple(split) if split else None, batch_size=batch_size, workers=workers, force=force,
                  on_error=on_error, part=(k, n))
     bars = progress()
@@ -129,8 +131,8 @@ def _extract_summary(path: Path, reports) -> None:
     from embedcache.store import open_store
 
     table = Table(title=str(path))
-    for col in ("split", "status", "rows", "dim", "dtype", "tokens", "skipped", "time"):
-        table.add_column(col, justify="right" if col in ("rows", "dim", "skipped", "time") else "left")
+    for col in ("split", "status", "rows", "dim", "dtype", "tokens", "skipped", "time", "input wait"):
+        table.add_column(col, justify="right" if col in ("rows", "dim", "skipped", "time", "input wait") else "left")
     complete = path.exists()
     store = open_store(path) if complete else None
     try:
@@ -139,7 +141,7 @@ def _extract_summary(path: Path, reports) -> None:
             table.add_row(
                 r.split, r.status, str(len(sp) if sp else r.rows), str(sp.dim if sp else "-"),
                 store.attrs["dtype"] if store else "-", "yes" if sp is not None and sp.has_tokens else "no",
-                str(len(sp.skipped) if sp else len(r.skipped)), f"{r.seconds:.1f}s",
+                str(len(sp.skipped) if sp else len(r.skipped)), f"{r.seconds:.1f}s", _wait(r),
             )
     finally:
         if store:
@@ -154,6 +156,12 @@ def _extract_summary(path: Path, reports) -> None:
             out.print(f"[yellow]skipped[/] {r.split}/{escape(item_id)}: {escape(reason)}")
         if len(r.skipped) > 10:
             out.print(f"[yellow]... and {len(r.skipped) - 10} more skipped in {r.split}[/] (see `embedcache info`)")
+
+
+def _wait(report) -> str:
+    """The share of the split's time the model waited for inputs, and on what ("-": not measured, e.g. Ray)."""
+    t = report.timing
+    return "-" if t is None or t.wait_s + t.busy_s == 0 else f"{t.wait_share:.0%} {t.cause}"
 
 
 def download(

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from embedcache.datasets.base import BadItemError, ImageSource
 
 WHITE = (255, 255, 255)
+MAX_PIXELS = 50_000_000  # load_image's default decompression-bomb limit
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -256,7 +257,7 @@ def _decode(fp: io.BytesIO | Path, item_id: str, max_pixels: int) -> Image.Image
             return out.copy() if out is im else out  # closing `im` invalidates its pixels
 
 
-def load_image(source: ImageSource, item_id: str, max_pixels: int = 50_000_000) -> Image.Image:
+def load_image(source: ImageSource, item_id: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Return `source` (a path, encoded bytes, or a uint8/uint16/float/bool array (H, W) or (H, W, 1..4)) as an
     RGB PIL image with its EXIF orientation applied; alpha composites on white, 16-bit data is scaled by its
     depth. Raise BadItemError(item_id, reason) for a missing, unreadable, zero-byte, corrupt or truncated file,

@@ -6,6 +6,7 @@ store/ (crash-safe shards merged into one HDF5 file by the same writer for both 
 """
 
 from embedcache.extract.engine import encode_shards, extract, run_plan, split_shards
+from embedcache.extract.gpu_decode import DecodeCheck, compare_decode_paths
 from embedcache.extract.plan import (
     ExtractCfg,
     ExtractError,
@@ -17,5 +18,6 @@ from embedcache.extract.plan import (
     plan_extraction,
 )
 
-__all__ = ["ExtractCfg", "ExtractError", "ExtractPlan", "RunCfg", "SplitReport", "WorkerStat",
-           "default_workers", "encode_shards", "extract", "plan_extraction", "run_plan", "split_shards"]
+__all__ = ["DecodeCheck", "ExtractCfg", "ExtractError", "ExtractPlan", "RunCfg", "SplitReport", "WorkerStat",
+           "compare_decode_paths", "default_workers", "encode_shards", "extract", "plan_extraction", "run_plan",
+           "split_shards"]

@@ -10,11 +10,13 @@ handed to a background thread that writes them, so the model never waits on HDF5
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ import torch
 
 from embedcache.datasets import BadItemError, Item, Split
 from embedcache.datasets.images import check_text, load_image
+from embedcache.extract.gpu_decode import TensorDecodeItems, collate_prepared, finish_batch
+from embedcache.extract.idle import InputTiming, idle_warning
 from embedcache.extract.plan import (
     ExtractCfg,
     ExtractError,
@@ -35,6 +39,8 @@ from embedcache.extract.plan import (
     plan_extraction,
 )
 from embedcache.store import ShardData, StoreWriter, open_store
+
+log = logging.getLogger(__name__)
 
 # encode(plan, split, shards, run, advance) -> (index, ShardData) per finished shard, in any order: the
 # in-process encode_shards below, or a pool of Ray workers (extract/ray_engine.py).
@@ -68,7 +74,7 @@ def run_plan(
     reports = []
     with StoreWriter(plan.path, plan.attrs, force=run.force, part=run.part) as writer:
         for name in chosen:
-            reports.append(_extract_split(plan, writer, name, run, progress, encode or encode_shards))
+            reports.append(_extract_split(plan, writer, name, run, progress, encode))
     return reports
 
 
@@ -82,18 +88,32 @@ def split_shards(plan: ExtractPlan, split: str) -> list[list[Item]]:
 
 def encode_shards(
     plan: ExtractPlan, split: str, shards: dict[int, list[Item]], run: RunCfg, advance: Callable[..., None],
+    timing: InputTiming | None = None,
 ) -> Iterator[tuple[int, ShardData]]:
-    """In process: encode whole shards in order, in batches that never cross a shard's boundary."""
+    """In process: encode whole shards in order, in batches that never cross a shard's boundary. `timing`, when
+    given, accumulates the seconds spent waiting for inputs vs busy with the model."""
     image = plan.encoder.spec.modality == "image"
     encode = _encode_images if image else _encode_texts
     return encode(plan, shards, tokens=plan.attrs["tokens"], batch_size=run.batch_size or (64 if image else 128),
-                  workers=run.workers, on_error=run.on_error, advance=advance)
+                  workers=run.workers, on_error=run.on_error, advance=advance,
+                  timing=timing or InputTiming(input_cause(plan)))
+
+
+def input_cause(plan: ExtractPlan) -> str:
+    """What the model waits on in this plan (a key of extract.idle.CAUSES)."""
+    if plan.encoder.spec.modality == "text":
+        return "tokeniser"
+    return "image-decode" if plan.decode_device is None else "disk-read"
 
 
 def _extract_split(
-    plan: ExtractPlan, writer: StoreWriter, name: str, run: RunCfg, progress: Progress | None, encode: ShardEncoder,
+    plan: ExtractPlan, writer: StoreWriter, name: str, run: RunCfg, progress: Progress | None,
+    encode: ShardEncoder | None,
 ) -> SplitReport:
     report = SplitReport(name)
+    if encode is None:  # in process: this split's input wait is measured (a Ray pool's workers are not)
+        report.timing = InputTiming(input_cause(plan))
+        encode = partial(encode_shards, timing=report.timing)
     if writer.has_split(name):
         report.status = "up to date"
         return report
@@ -109,6 +129,8 @@ def _extract_split(
         for index, data in encode(plan, name, shards, run, advance):
             sink.put(index, data)
     report.seconds = time.perf_counter() - start
+    if report.timing is not None and (warning := idle_warning(report.timing, plan.device.type)):
+        log.warning("split %s: %s", name, warning)
     pairs = _pairs(split)
     if writer.finish_split(name, n_shards, pairs=pairs):
         with open_store(plan.path) as store:
@@ -252,6 +274,10 @@ def _collate(batch: list[tuple[int, torch.Tensor | None, str | None]]) -> tuple[
     return [pos for pos, _ in good], torch.stack([x for _, x in good]) if good else None, bad
 
 
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
 def _batches(shards: dict[int, list[Item]], batch_size: int, offset: dict[int, int]) -> list[list[int]]:
     """Batches of global positions that never cross a shard boundary (deterministic composition)."""
     out = []
@@ -263,18 +289,23 @@ def _batches(shards: dict[int, list[Item]], batch_size: int, offset: dict[int, i
 
 def _encode_images(
     plan: ExtractPlan, shards: dict[int, list[Item]], *, tokens: bool, batch_size: int, workers: int | None,
-    on_error: OnError, advance: Callable[[int], None],
+    on_error: OnError, advance: Callable[[int], None], timing: InputTiming,
 ) -> Iterator[tuple[int, ShardData]]:
     flat, offset = [], {}
     for index, items in shards.items():
         offset[index] = len(flat)
         flat += items
     n_workers = default_workers() if workers is None else workers
+    transform = plan.encoder.image_transform()
+    tensor_path = plan.decode_device is not None  # workers read JPEG bytes; decoded below, on the device
+    # finish(batch from the loader) -> (positions, (B, 3, H, W) inputs or None, [(position, reason)])
+    finish = (partial(finish_batch, items=flat, prep=plan.encoder.tensor_preprocess(), device=plan.decode_device,
+                      transform=transform) if tensor_path else _as_is)
     loader = torch.utils.data.DataLoader(
-        _ImageItems(flat, plan.encoder.image_transform()),
+        TensorDecodeItems(flat, transform) if tensor_path else _ImageItems(flat, transform),
         batch_sampler=_batches(shards, batch_size, offset),
         num_workers=n_workers,
-        collate_fn=_collate,
+        collate_fn=collate_prepared if tensor_path else _collate,
         pin_memory=plan.device.type == "cuda",
         prefetch_factor=4 if n_workers else None,
         persistent_workers=False,
@@ -286,11 +317,15 @@ def _encode_images(
         token_rows: list[np.ndarray] | None = [] if tokens else None
         skipped: list[tuple[str, str]] = []
         for _ in range(math.ceil(len(items) / batch_size)):
-            positions, x, bad = next(batches)
+            with timing.waiting():
+                raw = next(batches)
+            with timing.busy():
+                positions, x, bad = finish(raw)
             for pos, reason in bad:
                 _bad(flat[pos].id, reason, on_error, skipped)
             if positions:
-                p, t = _outputs(plan, x.to(plan.device, non_blocking=True), tokens)
+                with timing.busy():
+                    p, t = _outputs(plan, x.to(plan.device, non_blocking=True), tokens)
                 kept += [flat[pos] for pos in positions]
                 pooled += p
                 if token_rows is not None:
@@ -304,7 +339,7 @@ def _encode_images(
 
 def _encode_texts(
     plan: ExtractPlan, shards: dict[int, list[Item]], *, tokens: bool, batch_size: int, workers: int | None,
-    on_error: OnError, advance: Callable[[int], None],
+    on_error: OnError, advance: Callable[[int], None], timing: InputTiming,
 ) -> Iterator[tuple[int, ShardData]]:
     for index, items in shards.items():
         skipped: list[tuple[str, str]] = []
@@ -322,8 +357,10 @@ def _encode_texts(
         token_rows: list[np.ndarray | None] = [None] * len(good)
         for s in range(0, len(order), batch_size):
             chunk = order[s:s + batch_size]
-            batch = plan.encoder.tokenize([good[i][1] for i in chunk])
-            p, t = _outputs(plan, {k: v.to(plan.device) for k, v in batch.items()}, tokens)
+            with timing.waiting():  # the device idles while the main thread tokenises
+                batch = plan.encoder.tokenize([good[i][1] for i in chunk])
+            with timing.busy():
+                p, t = _outputs(plan, {k: v.to(plan.device) for k, v in batch.items()}, tokens)
             for j, i in enumerate(chunk):
                 pooled[i] = p[j]
                 if t is not None:

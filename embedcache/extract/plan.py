@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +16,9 @@ from embedcache.backbones.base import Encoder
 from embedcache.datasets import Dataset, Split, create_dataset
 from embedcache.datasets.common import file_digests
 from embedcache.devices import resolve_device
-from embedcache.errors import UserError
+from embedcache.errors import BadInputError, UserError
+from embedcache.extract.gpu_decode import begun_on_pil, check_decode, decode_attrs, resolve_decode
+from embedcache.extract.idle import InputTiming
 from embedcache.paths import safe_name, store_path
 from embedcache.store import DTYPES
 
@@ -40,6 +42,7 @@ class SplitReport:
     seconds: float = 0.0
     status: str = "extracted"  # extracted | up to date | partial (this part's shards done, others pending)
     workers: list[WorkerStat] = field(default_factory=list)  # Ray path: who encoded this split's shards
+    timing: InputTiming | None = None  # in process: seconds waiting for inputs vs busy (extract/idle.py)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class ExtractPlan:
     path: Path
     attrs: dict[str, Any]
     device: torch.device
+    decode_device: torch.device | None = None  # None: PIL in the workers; else JPEG bytes decoded on this device
 
 
 def default_workers() -> int:
@@ -96,6 +100,7 @@ class ExtractCfg:
     dtype: str = "float16"
     shard_size: int = 1024
     device: str | None = None
+    decode: str = "auto"  # auto | cpu | gpu: images decoded by PIL in the workers, or from JPEG bytes on the device
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,11 @@ class RunCfg:
 
 
 def plan_extraction(cfg: ExtractCfg) -> ExtractPlan:
-    """Load the dataset's splits and the encoder, and compute the store's attributes (its fingerprint)."""
+    """Load the dataset's splits and the encoder, and compute the store's attributes (its fingerprint); resolve
+    `cfg.decode` (the tensor decode path adds a `decode` attribute, the PIL path none)."""
     if cfg.dtype not in DTYPES:
         raise ExtractError(f"--dtype {cfg.dtype!r} is not a store dtype; use one of {', '.join(DTYPES)}")
+    check_decode(cfg.decode)
     name = cfg.store_name or cfg.dataset
     safe_name(name, "store name (--name)")  # before hours of work, not at the first write
     spec = resolve_spec(cfg.model)
@@ -146,7 +153,20 @@ def plan_extraction(cfg: ExtractCfg) -> ExtractPlan:
     sources = file_digests(ds.source_files())
     if sources:  # only datasets read from files: the stores of generated ones keep their fingerprints
         attrs["dataset_files"] = sources
-    return ExtractPlan(ds, encoder, splits, store_path(name, cfg.model, cfg.data_dir), attrs, dev)
+    path = store_path(name, cfg.model, cfg.data_dir)
+    plan = ExtractPlan(ds, encoder, splits, path, attrs, dev)
+    sample = next(iter(splits.values())).items(spec.modality)[:16] if splits else []
+    if resolve_decode(cfg.decode, dev, encoder, sample, built_on_pil=begun_on_pil(path)) == "gpu":
+        plan = use_tensor_decode(plan, dev)
+    return plan
+
+
+def use_tensor_decode(plan: ExtractPlan, device: torch.device) -> ExtractPlan:
+    """The plan with its images decoded and preprocessed as tensors on `device` (the store then records it).
+    plan_extraction calls it for `--decode gpu` on CUDA; the tests call it with the CPU to run the whole path."""
+    if plan.encoder.tensor_preprocess() is None:
+        raise BadInputError(f"backbone {plan.encoder.spec.name!r} has no tensor preprocessing; use `--decode cpu`")
+    return replace(plan, decode_device=device, attrs={**plan.attrs, "decode": decode_attrs(device)})
 
 
 def _limit(split: Split, limit: int | None) -> Split:
