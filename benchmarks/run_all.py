@@ -2,6 +2,7 @@
 
 Each script prints its own figures and ends with a JSON line; this runner merges those lines, keyed by
 script (`extract.*`, `train.*`, `stream.*`). Scripts run one after the other so they do not compete for the cores.
+Where torch sees a CUDA GPU, stage two at COCO size on it (`train_gpu.*`, bench_train_gpu.py) runs as well.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SCRIPTS = {"extract": "bench_extract.py", "ray": "bench_ray.py", "train": "bench_train.py", "stream": "bench_stream.py",
            "mining": "bench_mining.py", "retrieval": "bench_retrieval.py"}
+GPU_SCRIPTS = {"train_gpu": "bench_train_gpu.py"}  # only where a CUDA GPU is visible
+
+
+def scripts(cuda: bool) -> dict[str, str]:
+    """The benchmark scripts to run, by JSON key prefix: the GPU ones only when `cuda`."""
+    return {**SCRIPTS, **(GPU_SCRIPTS if cuda else {})}
 
 
 def main() -> int:
+    import torch
+
     merged: dict[str, object] = {}
     failed = []
-    for key, script in SCRIPTS.items():
+    for key, script in scripts(torch.cuda.is_available()).items():
         print(f"== {script}", flush=True)
         proc = subprocess.run([sys.executable, str(HERE / script)], stdout=subprocess.PIPE, text=True)
         print(proc.stdout, end="", flush=True)

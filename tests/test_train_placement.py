@@ -17,7 +17,7 @@ from embedcache.errors import BadInputError
 from embedcache.fingerprint import to_plain
 from embedcache.fusion.heads import HeadSpec, create_head
 from embedcache.fusion.pairings import join
-from embedcache.fusion.placement import data_bytes, fits, loss_fn, place
+from embedcache.fusion.placement import data_bytes, fits, loss_fn, pad_to_longest, place
 from embedcache.fusion.train import fit
 from embedcache.fusion.trainers import DataSpec, RunOptions, TrainCfg, fit_run
 from embedcache.fusion.views import PairData, view_from_arrays
@@ -125,3 +125,20 @@ def test_compiled_loss_computes_the_eager_loss() -> None:
     head = create_head(HeadSpec.create("cbmf-add", (12, 10), ("image", "text"), dropout=0.0, **SMALL))
     batch = data.batch(torch.arange(16))
     torch.testing.assert_close(loss_fn(head, compile=True)(batch), head.loss(batch), atol=1e-5, rtol=1e-5)
+
+
+def test_padding_ragged_rows_to_the_longest_computes_the_same_loss() -> None:
+    """On a GPU ragged captions pad to the store's longest row (no per-batch read of the longest): masked
+    everywhere, so the loss is the same as padding to the batch's longest."""
+    data = token_pairs(48)
+    torch.manual_seed(0)
+    head = create_head(HeadSpec.create("cbmf-add", (12, 10), ("image", "text"), dropout=0.0, **SMALL)).eval()
+    idx = torch.arange(0, 48, 5)
+    before = head.loss(data.batch(idx))
+    pad_to_longest(data, slack=2.0)
+    assert (data.views[0].pad_to, data.views[1].pad_to) == (5, 6)  # 5 image tokens; captions of 2-6
+    batch = data.batch(idx)
+    assert batch.inputs[1][0].shape[1] == 6
+    torch.testing.assert_close(head.loss(batch), before, atol=1e-6, rtol=1e-6)
+    pad_to_longest(data, slack=1.0)  # a longest row far above the mean: no fixed padding
+    assert data.views[1].pad_to is None

@@ -18,6 +18,7 @@ from embedcache.fusion.heads import Batch, Head
 from embedcache.fusion.jobs import PRECISIONS
 from embedcache.fusion.views import PairData
 
+PAD_SLACK = 1.5  # on a GPU, ragged rows pad to the store's longest when it is within this factor of the mean
 DEVICE_SHARE = 0.7  # stores may take this share of the GPU's free memory; the rest is for activations
 STORES = ("auto", "device", "host")  # RunOptions.stores: on the device when they fit, always, never
 
@@ -47,6 +48,17 @@ def data_bytes(*datas: PairData) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def pad_to_longest(*datas: PairData, slack: float = PAD_SLACK) -> None:
+    """Ragged token views pad every minibatch to their longest row when it is within `slack` of the mean length:
+    fixed shapes, and no device-to-host read of each batch's longest row (a GPU sync per step). Padding is
+    masked everywhere, so the function is the same."""
+    for view in {id(v): v for d in datas for v in d.views}.values():
+        if view.offsets is not None and view.stream is None and len(view):
+            lengths = (view.offsets[1:] - view.offsets[:-1]).float()
+            longest = int(lengths.max())
+            view.pad_to = longest if longest <= slack * float(lengths.mean()) else None
+
+
 def fits(need: int, free: int, share: float = DEVICE_SHARE) -> bool:
     """Whether `need` bytes of stores fit `share` of `free` bytes of device memory."""
     return need <= share * free
@@ -62,13 +74,14 @@ def place(train: PairData, val: PairData, device: torch.device, stores: str = "a
     if stores not in STORES:
         raise BadInputError(f"unknown stores placement {stores!r}; known: {', '.join(STORES)}")
     streamed = any(v.stream is not None for d in (train, val) for v in d.views)
-    if device.type != "cuda" or streamed or stores == "device":
+    if device.type != "cuda" or streamed:
         train.to(device), val.to(device)
         return ""
+    pad_to_longest(train, val)
     need = data_bytes(train, val)
     if free is None:
         free = torch.cuda.mem_get_info(device)[0]
-    if stores == "auto" and fits(need, free):
+    if stores == "device" or (stores == "auto" and fits(need, free)):
         train.to(device), val.to(device)
         return ""
     for d in (train, val):

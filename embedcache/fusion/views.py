@@ -112,6 +112,7 @@ class View:
     attrs: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     stream: TokenStream | None = None  # tokens too large for RAM: `tokens`/`offsets` hold stream.window's rows
+    pad_to: int | None = None  # ragged rows padded to this many tokens, not the batch's longest (no GPU sync)
     _index: dict[str, int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -197,7 +198,7 @@ class View:
             return (x.float() if cast else x), None
         start = self.offsets.index_select(0, rows)  # (B,)
         length = self.offsets.index_select(0, rows + 1) - start
-        steps = torch.arange(int(length.max()), device=rows.device)  # (T_max,)
+        steps = torch.arange(self.pad_to or int(length.max()), device=rows.device)  # (T_max,)
         mask = steps.unsqueeze(0) < length.unsqueeze(1)  # (B, T_max)
         flat = torch.where(mask, start.unsqueeze(1) + steps, 0)  # pads read row 0; masked everywhere after
         x = self.tokens[flat]
