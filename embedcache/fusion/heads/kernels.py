@@ -93,6 +93,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """Scaled dot-product attention, q, k, v (B, h, T, hd), additive mask (B, 1, 1, T) or None -> (B, h, T, hd).
     F.scaled_dot_product_attention (fused kernels) unless attention dropout runs on the CPU, where SDPA takes its
     math path with `bernoulli_`; there the same math with the cheap mask, its scale folded into v."""
+    mask = None if mask is None else mask.to(q.dtype)  # bf16 q under autocast: SDPA wants the mask's dtype to match
     if not cheap_here(q, p, training):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
     scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (B, h, T, T)
