@@ -45,6 +45,12 @@ def test_stand_in_stores_are_marked_and_refused_outside_the_rehearsal(tmp_path: 
         assert store.attrs["stand_in"] is True and store.attrs["model_id"].startswith("stand-in:")
     refused, _ = ensure_store(st, tmp_path, weights=weights)
     assert refused is not None and "stand-in" in refused.what
+    from typer.testing import CliRunner
+
+    from embedcache.cli import app
+
+    listed = CliRunner().invoke(app, ["ls", "--data-dir", str(tmp_path)], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "mrpc/bert" in listed.output and "stand-in" in listed.output, listed.output
 
 
 def test_plan_without_data_uses_the_published_counts(tmp_path: Path) -> None:

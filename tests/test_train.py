@@ -229,6 +229,28 @@ def test_pair_classification_chooses_its_threshold_off_test(run, toy) -> None:
         evaluate_run(text_run, "pair-classification", data_dir=toy.data_dir, threshold_split="val")
 
 
+def test_encode_view_of_some_rows_is_those_rows_of_the_whole(run, toy) -> None:
+    view, head = load_view(toy.paths["image"], "test"), run.load_head()
+    rows = np.array([5, 0, 5, 17, 3])  # unsorted, with a repeat
+    assert torch.allclose(encode_view(head, 0, view, rows=rows), encode_view(head, 0, view)[rows], atol=1e-6)
+
+
+def test_pair_threshold_chosen_on_a_seeded_sample_of_pairs(toy) -> None:
+    text_run = fit_one("convirt-frozen", dataset="toy", backbones=("text-a", "text-b"), data_dir=toy.data_dir,
+                       pairing="ids", epochs=2, progress=False, runs_root=toy.data_dir / "runs")
+    with open_store(toy.paths["text-a"]) as s:
+        val_pairs = len(s.split("val").pairs[2])
+    options = {"data_dir": toy.data_dir, "label_threshold": 3.0, "threshold_split": "val"}
+    evaluate_run(text_run, "pair-classification", **options)
+    assert json.loads((text_run.dir / "run.json").read_text())["evals"]["pair-classification"][
+        "threshold_pairs"] == val_pairs
+    sampled = evaluate_run(text_run, "pair-classification", threshold_pairs=40, **options)
+    assert json.loads((text_run.dir / "run.json").read_text())["evals"]["pair-classification"][
+        "threshold_pairs"] == 40 < val_pairs
+    assert sampled == evaluate_run(text_run, "pair-classification", threshold_pairs=40, **options)  # seeded
+    assert sampled["pairs_acc"] > sampled["pairs_majority_acc"]  # a threshold from 40 pairs still separates
+
+
 @pytest.mark.slow
 def test_cbmf_add_on_real_shapes_stores(tmp_path: Path) -> None:
     """The offline text-image setting on the stores `make demo` makes (effnet-lite0 + minilm on `shapes-demo`:

@@ -11,7 +11,7 @@ from _stage2_fixtures import SplitArrays, make_toy_stores, write_store
 
 from embedcache.fusion import views
 from embedcache.fusion.pairings import PairingError, join
-from embedcache.fusion.views import concat_views, load_view, view_from_arrays
+from embedcache.fusion.views import gather_two, load_view, view_from_arrays
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_a_streamed_view_refuses_rows_outside_its_block(toy) -> None:
     with pytest.raises(views.StreamError, match="PairData.epoch"):
         v.gather(torch.tensor([5]))
     with pytest.raises(views.StreamError, match="--pooled"):
-        concat_views(v, v)
+        gather_two(v, v)
 
 
 def test_the_default_budget_is_a_share_of_the_free_ram(toy, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,14 +221,17 @@ def test_batches_carry_labels_and_subsets_keep_views() -> None:
     assert batch.labels.tolist() == [9] and batch.inputs[0][0][0, 0].tolist() == [4.0, 5.0]
 
 
-def test_concat_views_keeps_ragged_rows() -> None:
+def test_gather_two_reads_each_view_in_place() -> None:
     a = view_from_arrays(["a"], np.zeros((1, 2), np.float32), tokens=[np.ones((2, 2), np.float32)])
     b = view_from_arrays(["b", "c"], np.zeros((2, 2), np.float32),
                          tokens=[np.full((3, 2), 2.0, np.float32), np.full((1, 2), 3.0, np.float32)])
-    both = concat_views(a, b)
-    x, mask = both.gather(torch.tensor([0, 1, 2]))
-    assert mask.sum(dim=1).tolist() == [2, 3, 1]
-    assert x[1, :3].eq(2.0).all() and x[2, 0].eq(3.0).all() and list(both.ids) == ["a", "b", "c"]
+    gather = gather_two(a, b)
+    x, mask = gather(torch.tensor([1, 2]))  # b's rows 0 and 1
+    assert mask.sum(dim=1).tolist() == [3, 1] and x[0, :3].eq(2.0).all() and x[1, 0].eq(3.0).all()
+    x, mask = gather(torch.tensor([0]))
+    assert mask.sum().item() == 2 and x[0].eq(1.0).all()
+    with pytest.raises(ValueError, match="mixes rows"):
+        gather(torch.tensor([0, 1]))
 
 
 @pytest.mark.parametrize("streamed", [False, True])
@@ -254,3 +257,14 @@ def test_max_tokens_in_ram_and_streamed(toy) -> None:
     longest = int((whole.offsets[1:] - whole.offsets[:-1]).max())
     assert whole.max_tokens() == streamed.max_tokens() == longest > 1
     assert load_view(toy.paths["text-a"], "train", tokens=False).max_tokens() == 1
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_in_order_only_some_rows_visits_those_and_reads_only_their_blocks(toy, streamed: bool) -> None:
+    whole = load_view(toy.paths["text-a"], "train", tokens=True)
+    view = load_view(toy.paths["text-a"], "train", tokens=True, ram_budget=_bytes(whole) // 3 if streamed else None)
+    only = torch.tensor([0, 1, 2, 3])  # all in the first block
+    seen = [r for rows in view.in_order(3, by_length=True, only=only) for r in rows.tolist()]
+    assert sorted(seen) == [0, 1, 2, 3]
+    if streamed:
+        assert view.stream.reads == 1  # the blocks holding none of the rows are never read

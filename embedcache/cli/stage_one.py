@@ -183,6 +183,8 @@ def ls(data_dir: DataDir = None) -> None:
         state = "complete" if s.complete and not s.shards_pending else f"in progress ({s.shards_pending} shards)"
         if s.damaged:  # listed, not fatal: the healthy stores still show
             state = f"[red]damaged[/]: {escape(s.damaged)}"
+        elif s.not_results:  # never to be mistaken for a real backbone's vectors
+            state += f", [yellow]{escape(s.not_results)}[/]"
         table.add_row(
             f"{s.dataset}/{s.backbone}", " ".join(f"{k}:{v}" for k, v in s.splits.items()), str(s.dim or "-"),
             "yes" if s.tokens else "no", str(s.skipped), size(s.size_bytes), (s.fingerprint or "-")[:8], state,

@@ -31,20 +31,23 @@ SHARD_ROWS = 50_000
 TOKEN_BUDGET = 32_768
 
 
-def encode_view(head: Head, m: int, view: View, *, batch_size: int = 1024,
+def encode_view(head: Head, m: int, view: View, *, rows: np.ndarray | None = None, batch_size: int = 1024,
                 device: torch.device | str | None = None) -> torch.Tensor:
-    """Head side `m` over every row of `view`, in order, eval mode, no gradients -> (N, out_dim) fp32 CPU.
-    With tokens, a batch holds at most TOKEN_BUDGET tokens (of the longest row) as well as `batch_size` rows."""
+    """Head side `m` over every row of `view` (or only `rows`, in their order), eval mode, no gradients ->
+    (N, out_dim) fp32 CPU. With tokens, a batch holds at most TOKEN_BUDGET tokens (of the longest row) as well
+    as `batch_size` rows."""
     device = device or next(head.parameters()).device
     view.to(device)
     head.eval()
     if view.uses_tokens:
         batch_size = max(1, min(batch_size, TOKEN_BUDGET // max(1, view.max_tokens())))
-    out = torch.zeros(len(view), head.out_dim)  # (N, out_dim), filled by row: batches come sorted by length
+    wanted = None if rows is None else torch.from_numpy(np.unique(rows))  # sorted, each row encoded once
+    out = torch.zeros(len(view) if wanted is None else len(wanted), head.out_dim)  # batches come sorted by length
     with torch.no_grad():
-        for rows in view.in_order(batch_size, by_length=True):  # block by block when the tokens are streamed
-            out[rows.cpu()] = head.encode(m, *view.gather(rows)).float().cpu()
-    return out
+        for batch in view.in_order(batch_size, by_length=True, only=wanted):  # block by block when streamed
+            at = batch.cpu() if wanted is None else torch.searchsorted(wanted, batch.cpu())
+            out[at] = head.encode(m, *view.gather(batch)).float().cpu()
+    return out if wanted is None else out[torch.searchsorted(wanted, torch.from_numpy(rows))]
 
 
 def match_input(run: Run, attrs: dict[str, Any], dim: int) -> int:

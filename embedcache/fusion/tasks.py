@@ -27,7 +27,7 @@ from embedcache.fusion.export import encode_view
 from embedcache.fusion.heads import Head
 from embedcache.fusion.runs import Run, open_run
 from embedcache.fusion.train import capped_rows, store_splits
-from embedcache.fusion.views import View, concat_views, load_view
+from embedcache.fusion.views import View, gather_two, load_view
 from embedcache.paths import store_path
 from embedcache.registry import Registry
 
@@ -60,8 +60,9 @@ class Context:
         return load_view(self.path(m, dataset), split, tokens=False if raw else bool(self.run.inputs[m]["tokens"]),
                          ram_budget=self.ram_budget)
 
-    def encode(self, m: int, view: View) -> torch.Tensor:
-        return encode_view(self.head, m, view, device=self.device)
+    def encode(self, m: int, view: View, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Head side m over the view's rows (all, or `rows` in their order) -> (N, d) fp32."""
+        return encode_view(self.head, m, view, rows=rows, device=self.device)
 
 
 def evaluate_run(run: str | Path | Run, task: str, *, dataset: str | None = None, data_dir: str | Path | None = None,
@@ -223,11 +224,11 @@ def finetune(ctx: Context, *, train_split: str = "train", split: str = "test", e
     tr, te = ctx.view(mi, train_split), ctx.view(mi, split)
     a, b = _labelled(tr), _labelled(te)
     a = a[: capped_rows(len(a), int(finetune_options.get("batch_size", 64)))]  # all, unless under a step cap
-    both = concat_views(tr, te).to(ctx.device)  # inputs are row numbers; collate gathers (x, mask) batches
+    collate = gather_two(tr.to(ctx.device), te.to(ctx.device))  # inputs are row numbers, te's after tr's
     rows_tr = torch.from_numpy(a).to(ctx.device)
     rows_te = torch.from_numpy(b + len(tr)).to(ctx.device)
     cfg = ev.ProbeCfg(epochs=epochs, log_at=log_at, seed=seed, **{"prefix": "finetune", **finetune_options})
-    metrics = ev.finetune(ctx.head.encoder(mi), rows_tr, tr.labels[a], rows_te, te.labels[b], cfg, collate=both.gather)
+    metrics = ev.finetune(ctx.head.encoder(mi), rows_tr, tr.labels[a], rows_te, te.labels[b], cfg, collate=collate)
     if baseline:
         rtr, rte = ctx.view(mi, train_split, raw=True), ctx.view(mi, split, raw=True)
         raw_cfg = ev.ProbeCfg(epochs=epochs, log_at=log_at, seed=seed, prefix="raw_probe")
@@ -236,25 +237,30 @@ def finetune(ctx: Context, *, train_split: str = "train", split: str = "test", e
                      "train_rows": len(a)}
 
 
-def _pair_scores(ctx: Context, split: str, dataset: str | None, sides: tuple[int, int] | None
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+def _pair_scores(ctx: Context, split: str, dataset: str | None, sides: tuple[int, int] | None,
+                 max_pairs: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
     """Cosines of the split's text pairs through the head (a via side 0, b via side 1) and through each raw
-    text store; plus the gold scores."""
+    text store; plus the gold scores. max_pairs: a seeded sample of at most that many pairs (in split order),
+    and only their texts go through the head."""
     texts = [i for i, x in enumerate(ctx.run.inputs) if x["modality"] == "text"]
     a_side, b_side = sides or (texts[0], texts[-1])
     va, vb = ctx.view(a_side, split, dataset), ctx.view(b_side, split, dataset)
     if va.pairs is None:
         raise BadInputError(f"split {split!r} of {va.path} holds no text pairs; pick a dataset/split with pairs")
-    a_ids, b_ids, gold = va.pairs
-    ra, rb = torch.from_numpy(va.rows_of(a_ids)), torch.from_numpy(vb.rows_of(b_ids))
+    a_ids, b_ids, gold = (np.asarray(x) for x in va.pairs)
+    if max_pairs is not None and len(gold) > max_pairs:
+        keep = np.sort(np.random.default_rng(0).choice(len(gold), max_pairs, replace=False))
+        a_ids, b_ids, gold = a_ids[keep], b_ids[keep], gold[keep]
+    ra, rb = va.rows_of(a_ids), vb.rows_of(b_ids)
     if (ra < 0).any() or (rb < 0).any():
         raise BadInputError(f"{int((ra < 0).sum() + (rb < 0).sum())} pair ids are missing from the stores of {split!r}")
-    scores = {"": ev.paired_cosine(ctx.encode(a_side, va)[ra], ctx.encode(b_side, vb)[rb]).numpy()}
+    scores = {"": ev.paired_cosine(ctx.encode(a_side, va, ra), ctx.encode(b_side, vb, rb)).numpy()}
+    ra, rb = torch.from_numpy(ra), torch.from_numpy(rb)
     for m in dict.fromkeys((a_side, b_side)):  # raw baselines: both texts through the same frozen backbone
         raw = ctx.view(m, split, dataset, raw=True)
         scores[f"raw_{ctx.run.inputs[m]['backbone']}"] = ev.paired_cosine(
             raw.pooled[torch.from_numpy(raw.rows_of(a_ids))], raw.pooled[torch.from_numpy(raw.rows_of(b_ids))]).numpy()
-    return scores, np.asarray(gold, np.float64), {"split": split, "sides": [a_side, b_side], "pairs": len(gold)}
+    return scores, gold.astype(np.float64), {"split": split, "sides": [a_side, b_side], "pairs": len(gold)}
 
 
 @TASKS.register("sts")
@@ -271,20 +277,24 @@ def sts(ctx: Context, *, split: str = "test", sides: tuple[int, int] | None = No
 
 @TASKS.register("pair-classification")
 def pair_classification(ctx: Context, *, split: str = "test", threshold_split: str = "train",
-                        sides: tuple[int, int] | None = None, label_threshold: float | None = None) -> TaskResult:
+                        threshold_pairs: int | None = None, sides: tuple[int, int] | None = None,
+                        label_threshold: float | None = None) -> TaskResult:
     """Paraphrase-style pairs: a cosine threshold chosen on `threshold_split` (never the test split), applied on
-    `split`; per-class metrics and the majority-class floor. label_threshold turns graded scores into 0/1."""
+    `split`; per-class metrics and the majority-class floor. threshold_pairs: choose it on a seeded sample of
+    that many pairs (QQP's 364k training pairs would otherwise all go through the head; None: every pair).
+    label_threshold turns graded scores into 0/1."""
     if threshold_split == split:
         raise BadInputError(f"the threshold must come from training or validation pairs, not the evaluated split "
                             f"{split!r}; pass threshold_split='train' or 'val'")
-    fit_scores, fit_gold, _ = _pair_scores(ctx, threshold_split, None, sides)
+    fit_scores, fit_gold, fit_info = _pair_scores(ctx, threshold_split, None, sides, threshold_pairs)
     scores, gold, info = _pair_scores(ctx, split, None, sides)
     fit_y, y = _binary(fit_gold, label_threshold), _binary(gold, label_threshold)
     metrics: dict[str, float] = {}
     for name, cos in scores.items():
         threshold = ev.choose_threshold(fit_scores[name], fit_y)
         metrics.update(ev.pair_classification(cos, y, threshold, prefix=f"{name}_pairs" if name else "pairs"))
-    return metrics, {**info, "threshold_split": threshold_split, "label_threshold": label_threshold}
+    return metrics, {**info, "threshold_split": threshold_split, "threshold_pairs": fit_info["pairs"],
+                     "label_threshold": label_threshold}
 
 
 def _binary(gold: np.ndarray, label_threshold: float | None) -> np.ndarray:

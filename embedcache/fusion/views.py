@@ -18,7 +18,7 @@ How the rows of different stores belong together (the pairings, and `join`) is e
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,13 +158,22 @@ class View:
             return int(self.tokens.shape[1])
         return int((self.offsets[1:] - self.offsets[:-1]).max()) if len(self) else 0
 
-    def in_order(self, batch_size: int, by_length: bool = False) -> Iterator[torch.Tensor]:
-        """Row batches covering every row in order, holding each block of a streamed view as it comes.
-        by_length: within each block, rows sorted by token count, so a batch pads to little more than its own
-        rows' lengths (ragged text tokens padded to a random row's length waste up to half the compute)."""
+    def in_order(self, batch_size: int, by_length: bool = False, only: torch.Tensor | None = None
+                 ) -> Iterator[torch.Tensor]:
+        """Row batches covering every row (or the sorted unique rows `only`) in order, holding each block of a
+        streamed view as it comes. by_length: within each block, rows sorted by token count, so a batch pads to
+        little more than its own rows' lengths (ragged text tokens padded to a random row's length waste up to
+        half the compute)."""
         for lo, hi in self.blocks():
-            self.hold(lo, hi)
-            rows = torch.arange(lo, hi, device=self.pooled.device)
+            if only is not None:
+                rows = only[int(torch.searchsorted(only, lo)):int(torch.searchsorted(only, hi))]
+                if not len(rows):
+                    continue
+                self.hold(lo, hi)
+                rows = rows.to(self.pooled.device)
+            else:
+                self.hold(lo, hi)
+                rows = torch.arange(lo, hi, device=self.pooled.device)
             if by_length and self.uses_tokens and self.offsets is not None:
                 base = self.stream.window[0] if self.stream is not None else 0  # held offsets start there
                 lengths = self.offsets[rows - base + 1] - self.offsets[rows - base]
@@ -281,26 +290,25 @@ def view_from_arrays(ids: Sequence[str], pooled: np.ndarray, *, tokens: list[np.
                 links=None if links is None else np.asarray(links).astype(str), attrs=dict(attrs or {}))
 
 
-def concat_views(first: View, second: View) -> View:
-    """Rows of `first` then rows of `second` as one view (tokens and offsets joined; labels kept if both have)."""
-    if first.stream is not None or second.stream is not None:
-        raise StreamError(f"the tokens of {first.path} are too large for RAM and are streamed; this evaluation reads "
-                          "rows in any order and cannot stream them: run it on pooled vectors (a run trained "
-                          "`--pooled`) or on a machine with more memory")
-    tok = off = None
-    if first.tokens is not None and second.tokens is not None:
-        if first.offsets is None and second.offsets is None and first.tokens.shape[1:] == second.tokens.shape[1:]:
-            tok = torch.cat([first.tokens, second.tokens])
-        else:
-            flat = [v.tokens.reshape(-1, v.dim) for v in (first, second)]
-            tok = torch.cat(flat)
-            off = torch.cat([_offsets(first), _offsets(second)[1:] + len(flat[0])])
-    labels = None
-    if first.labels is not None and second.labels is not None:
-        labels = np.concatenate([first.labels, second.labels])
-    return View(path=first.path, split=f"{first.split}+{second.split}", ids=np.concatenate([first.ids, second.ids]),
-                pooled=torch.cat([first.pooled, second.pooled.to(first.pooled.device)]), tokens=tok, offsets=off,
-                labels=labels, attrs=first.attrs, fingerprint=first.fingerprint)
+def gather_two(first: View, second: View) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+    """A `gather` over the rows of `first` then those of `second`, without copying either: row r < len(first)
+    is first's row r, len(first) + r is second's row r. A batch comes from one view (a training batch or an
+    evaluation batch); joining the two splits into one tensor would hold both twice at COCO scale."""
+    for v in (first, second):
+        if v.stream is not None:
+            raise StreamError(f"the tokens of {v.path} are too large for RAM and are streamed; this evaluation "
+                              "reads rows in any order and cannot stream them: run it on pooled vectors (a run "
+                              "trained `--pooled`) or on a machine with more memory")
+    n = len(first)
+
+    def gather(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if int(rows.min()) >= n:
+            return second.gather(rows - n)
+        if int(rows.max()) < n:
+            return first.gather(rows)
+        raise ValueError(f"a batch mixes rows of {first.split!r} and {second.split!r}; gather them apart")
+
+    return gather
 
 
 def _offsets(view: View) -> torch.Tensor:

@@ -169,6 +169,7 @@ class StoreSummary:
     skipped: int = 0
     shards_pending: int = 0
     damaged: str = ""  # why the final file cannot be used ('' when it is sound); `embedcache verify` says more
+    not_results: str = ""  # why its vectors are not results ('' for a real backbone's store), e.g. a stand-in
 
 
 def summarize(path: Path) -> StoreSummary:
@@ -210,6 +211,7 @@ def _summarize(path: Path, pdir: Path, attrs: dict[str, Any], s: StoreSummary) -
     s.dataset, s.backbone = str(attrs.get("dataset", s.dataset)), str(attrs.get("backbone", s.backbone))
     s.dtype, s.fingerprint = str(attrs.get("dtype", "float16")), str(attrs.get("fingerprint", ""))
     s.complete = bool(attrs.get("complete")) and s.shards_pending == 0
+    s.not_results = "stand-in (random weights of the rehearsal)" if attrs.get("stand_in") else ""
     return s
 
 
