@@ -58,15 +58,16 @@ def rehearsal_spec(name: str) -> Any:
 
 
 def small_head(head: str) -> dict[str, int]:
-    """The SMALL_HEAD widths that the head `head` has as options (none for trainers without a head)."""
+    """The SMALL_HEAD widths that narrow the head `head` (none for trainers without a head; a width whose default is
+    0 means "the inputs' own", e.g. CLFA's teacher space, and is left so)."""
     import dataclasses
 
     from embedcache.fusion.heads import HEADS
 
     if not head or head not in HEADS:
         return {}
-    fields = {f.name for f in dataclasses.fields(HEADS.get(head).Cfg)}
-    return {k: v for k, v in SMALL_HEAD.items() if k in fields}
+    defaults = {f.name: f.default for f in dataclasses.fields(HEADS.get(head).Cfg)}
+    return {k: v for k, v in SMALL_HEAD.items() if isinstance(defaults.get(k), int) and defaults[k] > v}
 
 
 def backbones_of(names: list[str]) -> list[str]:

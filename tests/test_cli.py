@@ -79,3 +79,11 @@ def test_eval_without_a_test_split_uses_val_and_says_so(tmp_path, monkeypatch):
     assert "no split given: 'val' (the stores have no test split)" in said and "(split 'val')" in said
     recorded = json.loads((run_dir / "run.json").read_text())["evals"]["retrieval"]
     assert recorded["split"] == "val" and "no test split" in recorded["split_chosen"]
+
+
+def test_run_plan_shows_the_papers_scale_without_data_and_builds_nothing(tmp_path):
+    out = runner.invoke(app, ["run", "cbmf-qqp", "--plan", "--data-dir", str(tmp_path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "qqp/bert: rows train 727,692, dev 80,860" in out.output  # GLUE's 363,846 + 40,430 pairs, 2 texts each
+    assert "published counts" in out.output and "'threshold_pairs': 40000" in out.output
+    assert not (tmp_path / "stores").exists()  # a plan extracts nothing

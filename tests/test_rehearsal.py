@@ -29,18 +29,27 @@ def test_stand_in_data_has_the_real_counts_scaled(tmp_path: Path) -> None:
     assert len(ds.classes) == 80
 
 
-def test_stand_in_stores_are_marked_and_refused_outside_the_rehearsal(tmp_path: Path) -> None:
+def test_stand_in_stores_are_marked_and_refused_outside_the_rehearsal(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from embedcache.tables.spec import StoreSpec
     from embedcache.tables.steps import ensure_store
 
+    monkeypatch.setenv("EMBEDCACHE_DATA_DIR", str(tmp_path / "elsewhere"))  # the plan reads the data dir it is given
     stand_in_data.generate("mrpc", tmp_path / "raw" / "mrpc", scale=0.002)
     weights = {"bert": build_tiny("bert", tmp_path / "w" / "bert")}
-    st = StoreSpec("mrpc", "bert", root=str(tmp_path / "raw" / "mrpc"))
+    st = StoreSpec("mrpc", "bert")  # its raw data under <data dir>/raw/mrpc
     planned = plan_store(st, tmp_path, weights)
+    from embedcache.datasets import create_dataset
+
+    texts = len(create_dataset("mrpc", root=tmp_path / "raw" / "mrpc").load_split("train").texts)
+    assert planned.shape_from == "model" and planned.rows["train"] == texts < 100  # GLUE's train has 7,336 texts
     missing, _ = ensure_store(st, tmp_path, weights=weights, stand_ins=True)
     assert missing is None
     on_disk = planned.path.stat().st_size
     assert abs(planned.est_bytes - on_disk) <= max(0.1 * on_disk, 16 << 10), (planned.est_bytes, on_disk)
+    done = plan_store(st, tmp_path, weights)  # an existing store is planned from itself: exact, no dataset read
+    assert done.shape_from == "store" and done.rows == planned.rows and done.est_bytes == done.done_bytes == on_disk
+    assert done.dim == planned.dim == 32 and not done.token_rows  # a pooled store
     with open_store(tmp_path / "stores" / "mrpc" / "bert.h5") as store:
         assert store.attrs["stand_in"] is True and store.attrs["model_id"].startswith("stand-in:")
     refused, _ = ensure_store(st, tmp_path, weights=weights)

@@ -113,9 +113,11 @@ def plan_store(st: StoreSpec, data_dir: str | Path | None, weights: Mapping[str,
     plan = StorePlan(st, store_path(st.store, st.backbone, data_dir))
     if plan.path.exists():
         plan.done_bytes = plan.path.stat().st_size
+        if _from_store(plan):
+            return plan
     spec = resolve_spec(st.backbone)
     try:
-        ds = create_dataset(st.dataset, root=st.root or None, **dict(st.options))
+        ds = create_dataset(st.dataset, root=st.root or None, data_dir=data_dir, **dict(st.options))
         splits = {name: ds.load_split(name) for name in ds.splits()}
     except Exception as err:  # data not here: the published counts when known, else the plan says why
         published = PUBLISHED_ROWS.get(st.dataset, {}).get(spec.modality)
@@ -163,24 +165,47 @@ def _published(plan: StorePlan, spec: Any, rows: dict[str, int]) -> StorePlan:
     return plan
 
 
-def _mined(spec: PipelineSpec, stores: list[StorePlan]) -> list[str]:
+def _from_store(plan: StorePlan) -> bool:
+    """Rows, widths and token rows of an existing store, read from it (exact, and no dataset to read); False when
+    it cannot be opened (damaged, in progress)."""
+    from embedcache.store import open_store
+
+    try:
+        with open_store(plan.path) as store:
+            for name in store.splits:
+                split = store.split(name)
+                plan.rows[name], plan.dim = len(split), split.dim
+                if split.has_tokens:
+                    plan.token_dim, plan.token_rows[name] = int(split.token_dim or 0), int(split.offsets()[-1])
+    except Exception:  # unreadable here: planned from the dataset like a new one
+        plan.rows, plan.token_rows = {}, {}
+        return False
+    plan.est_bytes, plan.shape_from = plan.done_bytes or 0, "store"
+    return True
+
+
+def _mined(spec: PipelineSpec, stores: list[StorePlan], data_dir: str | Path | None) -> list[str]:
     """One line per mined pairing: captions, and the pairs expected within images (each caption with itself and
     both orders of every other caption of its image: at most sum of n_i^2)."""
     from embedcache.datasets import create_dataset
 
-    out = []
+    out, counted = [], {}
     for run in spec.runs:
         if run.train.get("pairing") != "mined":
             continue
-        st = next((s.spec for s in stores if s.spec.store == run.dataset), None)
-        ds = create_dataset(run.dataset, root=(st.root or None) if st else None, **(dict(st.options) if st else {}))
-        split = ds.load_split(str(run.train.get("train_split", "train")))
-        per_image: dict[str, int] = {}
-        for it in split.texts:
-            per_image[it.link or it.id] = per_image.get(it.link or it.id, 0) + 1
-        upper = sum(n * n for n in per_image.values())
-        out.append(f"{run.id}: {len(split.texts):,} captions of {len(per_image):,} images -> between "
-                   f"{len(split.texts):,} (self pairs) and {upper:,} pairs at cosine >= {run.train.get('threshold')}")
+        split_name = str(run.train.get("train_split", "train"))
+        if (run.dataset, split_name) not in counted:  # sibling runs mine the same captions: read them once
+            st = next((s.spec for s in stores if s.spec.store == run.dataset), None)
+            ds = create_dataset(run.dataset, root=(st.root or None) if st else None, data_dir=data_dir,
+                                **(dict(st.options) if st else {}))
+            per_image: dict[str, int] = {}
+            for it in ds.load_split(split_name).texts:
+                per_image[it.link or it.id] = per_image.get(it.link or it.id, 0) + 1
+            counted[(run.dataset, split_name)] = per_image
+        per_image = counted[(run.dataset, split_name)]
+        captions, upper = sum(per_image.values()), sum(n * n for n in per_image.values())
+        out.append(f"{run.id}: {captions:,} captions of {len(per_image):,} images -> between "
+                   f"{captions:,} (self pairs) and {upper:,} pairs at cosine >= {run.train.get('threshold')}")
     return out
 
 
@@ -191,7 +216,7 @@ def plan_pipeline(spec: PipelineSpec, *, data_dir: str | Path | None = None, see
 
     stores = [plan_store(st, data_dir, weights) for st in spec.stores]
     try:
-        mined = _mined(spec, stores)
+        mined = _mined(spec, stores, data_dir)
     except Exception as err:  # missing data
         mined = [f"(cannot count: {type(err).__name__}: {str(err).splitlines()[0]})"]
     out = Path(results_dir) if results_dir is not None else default_results_dir()
