@@ -9,9 +9,11 @@ from typing import Any
 
 
 def to_plain(obj: Any) -> Any:
-    """Dataclasses, tuples, paths and numpy scalars -> JSON-able dicts, lists and scalars."""
+    """Dataclasses, tuples, paths and numpy scalars -> JSON-able dicts, lists and scalars. A dataclass field
+    with metadata `omit_default` is left out while it holds its default (fields added after ids were pinned)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, dict):
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

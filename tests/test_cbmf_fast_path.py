@@ -76,7 +76,9 @@ def test_eval_without_grad_keeps_torchs_inference_kernel(d: int, heads: int, ff:
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("case", ["tokens", "masked", "one-token-masked"])
-def test_multi_token_and_masked_inputs_take_the_stock_path(mode: str, case: str) -> None:
+def test_multi_token_and_masked_inputs_equal_the_stock_layer(mode: str, case: str) -> None:
+    """Token sequences take the direct path (one in-projection, SDPA with an additive padding mask, no call of
+    the self_attn module) and compute the stock layer's function: values and gradients."""
     stock, fast = _pair(32, 4, 64, dropout=0.0)
     stock.train(mode == "train"), fast.train(mode == "train")
     calls = _count_attention_calls(fast)
@@ -84,12 +86,21 @@ def test_multi_token_and_masked_inputs_take_the_stock_path(mode: str, case: str)
     x = torch.randn(8, t, 32, requires_grad=True)
     pad = None if case == "tokens" else torch.arange(t).unsqueeze(0) >= torch.randint(1, t + 1, (8, 1))
     a, b = stock(x, src_key_padding_mask=pad), fast(x, src_key_padding_mask=pad)
-    assert calls[0] == 1, "a masked or multi-token input must go through self_attn"
-    torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)
+    assert calls[0] == 0, "token sequences should take the direct SDPA path"
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
     w = torch.randn_like(a)
     ga, gb = _grads(stock, x, a, w), _grads(fast, x, b, w)
     for k in ga:
-        torch.testing.assert_close(gb[k], ga[k], atol=1e-6, rtol=1e-5, msg=k)
+        torch.testing.assert_close(gb[k], ga[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_an_explicit_attention_mask_takes_the_stock_path() -> None:
+    stock, fast = _pair(32, 4, 64, dropout=0.0)
+    calls = _count_attention_calls(fast)
+    x = torch.randn(4, 5, 32)
+    causal = nn.Transformer.generate_square_subsequent_mask(5)
+    torch.testing.assert_close(fast(x, src_mask=causal), stock(x, src_mask=causal), atol=1e-6, rtol=1e-6)
+    assert calls[0] == 1
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -154,3 +165,24 @@ def test_a_stock_layer_checkpoint_loads_and_computes_the_same() -> None:
         old.eval(), new.eval()
         for m, (x, _) in enumerate(pooled):
             torch.testing.assert_close(new.encode(m, x), old.encode(m, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["add", "additive", "concat"])
+def test_a_stock_layer_head_and_the_new_one_agree_on_ragged_tokens(fusion: str) -> None:
+    """The whole head on the paper's kind of input (a fixed image grid, ragged masked captions), train mode
+    without dropout: the stock torch layer and this one give the same loss and gradients to 1e-5."""
+    spec = HeadSpec.create(f"cbmf-{fusion}", (24, 16), ("image", "text"), dim=32, ff_dim=64, dropout=0.0)
+    torch.manual_seed(0)
+    old = _head_with_stock_layers(spec)
+    new = create_head(spec)
+    new.load_state_dict(old.state_dict(), strict=True)
+    b = 12
+    lengths = torch.randint(2, 9, (b,))
+    mask = torch.arange(8).unsqueeze(0) < lengths.unsqueeze(1)  # (B, 8)
+    batch = Batch([(torch.randn(b, 10, 24), None), (torch.randn(b, 8, 16), mask)], torch.arange(b).repeat(2, 1).T)
+    old.train(), new.train()
+    la, lb = old.loss(batch), new.loss(batch)
+    torch.testing.assert_close(lb, la, atol=1e-5, rtol=1e-5)
+    la.backward(), lb.backward()
+    for (k, pa), (_, pb) in zip(old.named_parameters(), new.named_parameters(), strict=True):
+        torch.testing.assert_close(pb.grad, pa.grad, atol=1e-5, rtol=1e-4, msg=k)

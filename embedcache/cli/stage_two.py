@@ -41,6 +41,12 @@ def train(
     targets: Annotated[str | None, typer.Option("--targets", help="Contrastive targets: soft | hard.")] = None,
     option: Opt = None,
     device: Annotated[str | None, typer.Option("--device")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="The head's compute: fp32, or bf16 (autocast; "
+                                                               "recorded in the run id).")] = "fp32",
+    stores: Annotated[str, typer.Option("--stores", help="On a GPU: auto (on the device when they fit its free "
+                                                         "memory, else host memory), device, host.")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the head's loss (GPU; slow to "
+                                                             "start).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run exists.")] = False,
     ram_budget: RamBudget = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
@@ -56,13 +62,14 @@ def train(
 
     data = DataSpec(setting=setting, dataset=dataset, backbones=tuple(backbone or ()), tokens=tokens,
                     ram_budget=_bytes(ram_budget))
-    run = RunOptions(data_dir=use_data_dir(data_dir), device=device, force=force)
+    run = RunOptions(data_dir=use_data_dir(data_dir), device=device, force=force, stores=stores, compile=compile_)
     options = {**parse_options(option), **({"targets": targets} if targets else {})}
     with user_errors():
         head = resolve_head(head)  # my_heads.py:NAME imports the file, which registers NAME
         if log:
             LOGGERS.get(log)  # an unknown logger fails before training, not after
-        done = fit_run(head, data, TrainCfg(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), run, options)
+        cfg = TrainCfg(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
+        done = fit_run(head, data, cfg, run, options)
         for result in done.values():
             show_trained(result, data_dir=run.data_dir, device=device)
             if log:

@@ -24,9 +24,18 @@ if TYPE_CHECKING:
     from embedcache.fusion.runs import Run
 
 
+# The head's compute precision -> torch dtype name (embedcache.fusion.placement: fp32 as is, bf16 autocast).
+PRECISIONS: Registry[str] = Registry("precision")
+PRECISIONS.register("fp32", "float32")
+PRECISIONS.register("bf16", "bfloat16")
+# TrainCfg fields added after run ids were pinned: in the run's settings and id only when not at their default
+SINCE_PINNED = {"omit_default": True}
+
+
 @dataclass(frozen=True)
 class TrainCfg:
-    """Optimisation settings; defaults are the CBMF authors' (batch 64, AdamW 1e-3/1e-3, plateau 5 x0.8)."""
+    """Optimisation settings; defaults are the CBMF authors' (batch 64, AdamW 1e-3/1e-3, plateau 5 x0.8).
+    precision: 'fp32', or 'bf16' (the head's forward under bf16 autocast; recorded in the run id when set)."""
 
     epochs: int = 100
     batch_size: int = 64
@@ -37,8 +46,12 @@ class TrainCfg:
     early_stop_patience: int = 5
     seed: int = 0
     drop_last: bool = True  # a ragged last batch of a few items is a poor contrastive step
+    precision: str = field(default="fp32", metadata=SINCE_PINNED)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise BadInputError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS.names())}",
+                                fix="pass --precision fp32 or --precision bf16")
         if not (self.lr >= 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or self.epochs < 1:
             raise BadInputError(f"training needs a finite --lr >= 0 (found {self.lr}), weight decay >= 0 (found "
                                 f"{self.weight_decay}) and --epochs >= 1 (found {self.epochs})",
@@ -79,13 +92,18 @@ class DataSpec:
 class RunOptions:
     """Where a training reads and writes and how it shows itself: the data dir (stores, mined pairs; None:
     $EMBEDCACHE_DATA_DIR or ./data), the runs dir (None: <results>/runs), the device (None: cuda if available),
-    a progress bar, and `force` (train again even when the same run exists)."""
+    a progress bar, and `force` (train again even when the same run exists). How it runs, without changing what
+    it computes (so not in the run id): `stores` on a GPU ('auto': on the device once when they fit its free
+    memory, else host memory with pinned minibatch copies; 'device'; 'host'), `compile` (torch.compile the
+    head's loss)."""
 
     data_dir: Path | None = None
     runs_root: Path | None = None
     device: str | None = None
     progress: bool = True
     force: bool = False
+    stores: str = "auto"
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -27,14 +27,17 @@ import torch
 from embedcache.devices import resolve_device
 from embedcache.errors import BadInputError, UserError
 from embedcache.fingerprint import to_plain
-from embedcache.fusion.heads import HEADS, Head, HeadSpec, create_head
+from embedcache.fusion.heads import HEADS, Batch, Head, HeadSpec, create_head
 from embedcache.fusion.jobs import TRAINERS, DataSpec, TrainCfg, Trainer, TrainJob
 from embedcache.fusion.pairings import join
+from embedcache.fusion.placement import loss_fn, place
 from embedcache.fusion.runs import Run, find_run, make_run_id, save_run
 from embedcache.fusion.settings import SETTINGS, SettingSpec
 from embedcache.fusion.views import Epoch, PairData, load_view
 from embedcache.paths import store_path
 from embedcache.store import open_store
+
+LossFn = Callable[[Batch], torch.Tensor]
 
 __all__ = ["SETTINGS", "FitResult", "SettingSpec", "StoresMissingError", "TrainCfg", "fit", "fit_alignment"]
 
@@ -83,34 +86,39 @@ def capped_rows(rows: int, batch_size: int) -> int:
 # ---------------------------------------------------------------- the loop
 
 
-def evaluate_loss(head: Head, data: PairData, batch_size: int, seed: int = 0) -> float:
-    """Mean loss over `data` in a fixed (seeded) order, eval mode, no gradients; weighted by batch size."""
+def evaluate_loss(head: Head, data: PairData, batch_size: int, seed: int = 0,
+                  loss: LossFn | None = None) -> float:
+    """Mean loss over `data` in a fixed (seeded) order, eval mode, no gradients; weighted by batch size.
+    loss: the head's loss as `fit` runs it (placement.loss_fn: precision, compile); default head.loss."""
     head.eval()
-    total, count = torch.zeros((), device=data.rows.device), 0
+    loss = loss or head.loss
+    total, count = torch.zeros(()), 0  # becomes a tensor on the loss's device with the first batch
     with torch.no_grad():
         for idx in islice(data.epoch(batch_size, torch.Generator().manual_seed(seed)), _STEP_CAP.get()):
-            total += head.loss(data.batch(idx)) * len(idx)
+            total = total + loss(data.batch(idx)).float() * len(idx)
             count += len(idx)
     return float(total) / max(1, count)
 
 
-def _train_epoch(head: Head, data: PairData, batches: Epoch, opt: torch.optim.Optimizer, display: Any) -> float:
+def _train_epoch(head: Head, data: PairData, batches: Epoch, opt: torch.optim.Optimizer, display: Any,
+                 loss_of: LossFn) -> float:
     head.train()
-    total, count = torch.zeros((), device=data.rows.device), 0
+    total, count = torch.zeros(()), 0
     for step, idx in enumerate(islice(batches, _STEP_CAP.get())):
-        loss = head.loss(data.batch(idx))
+        loss = loss_of(data.batch(idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += loss.detach() * len(idx)  # no .item() per step: it would sync the GPU every batch
+        total = total + loss.detach().float() * len(idx)  # no .item() per step: it would sync the GPU every batch
         count += len(idx)
         display.step(step + 1, total, count)
     return float(total) / max(1, count)
 
 
-def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), *, progress: bool = False
-        ) -> FitResult:
-    """Train `head` in place on `train`, early-stopping on `val` loss; the head ends with its best weights."""
+def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), *, progress: bool = False,
+        compile: bool = False) -> FitResult:
+    """Train `head` in place on `train`, early-stopping on `val` loss; the head ends with its best weights.
+    Its loss runs in `cfg.precision` (bf16: autocast) and, with `compile`, through torch.compile."""
     if len(train) == 0 or len(val) == 0:
         raise BadInputError(f"training needs rows in both sets; found {len(train)} training and {len(val)} validation "
                             "rows: check the splits and the pairing")
@@ -121,6 +129,7 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
     result, best_state, bad = FitResult(), copy.deepcopy(head.state_dict()), 0
+    loss_of = loss_fn(head, cfg.precision, compile)
     start = time.perf_counter()
     with _Display(progress, cfg.epochs) as display:
         for epoch in range(1, cfg.epochs + 1):
@@ -128,8 +137,8 @@ def fit(head: Head, train: PairData, val: PairData, cfg: TrainCfg = TrainCfg(), 
             batches = train.epoch(cfg.batch_size, gen, cfg.drop_last)
             display.start_epoch(epoch, len(batches))
             lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with (the scheduler may lower it below)
-            train_loss = _train_epoch(head, train, batches, opt, display)
-            val_loss = evaluate_loss(head, val, cfg.batch_size, cfg.seed)
+            train_loss = _train_epoch(head, train, batches, opt, display, loss_of)
+            val_loss = evaluate_loss(head, val, cfg.batch_size, cfg.seed, loss_of)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):  # NaN in a store, or a diverging lr
                 raise BadInputError(f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}); "
                                     "nothing was saved", fix="check the stores with `embedcache verify`, or lower --lr")
@@ -286,6 +295,14 @@ def say_streamed(*datas: PairData) -> None:
                           "blocks and the block order each epoch")
 
 
+def say(note: str) -> None:
+    """A one-line note on stderr (nothing when empty)."""
+    if note:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]note:[/] {note}")
+
+
 def store_splits(path: Path) -> list[str]:
     """The split names the store at `path` holds."""
     with open_store(path) as store:
@@ -333,9 +350,11 @@ def fit_alignment(job: TrainJob) -> dict[str, Run]:
         return {"": done}
     dev = resolve_device(job.run.device)
     model = create_head(spec).to(dev)
+    note = place(train_data, val_data, dev, job.run.stores)
+    say(note)
     if job.run.progress:
         say_streamed(train_data, val_data)
-    result = fit(model, train_data.to(dev), val_data.to(dev), job.cfg, progress=job.run.progress)
+    result = fit(model, train_data, val_data, job.cfg, progress=job.run.progress, compile=job.run.compile)
     record = {
         "run_id": run_id, "head": spec, "head_cfg": asdict(model.cfg), "train": job.cfg, "seed": job.cfg.seed,
         "setting": {"name": st.name, "dataset": data.dataset, "backbones": data.backbones, "pairing": data.pairing},

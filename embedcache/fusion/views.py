@@ -112,6 +112,7 @@ class View:
     attrs: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     stream: TokenStream | None = None  # tokens too large for RAM: `tokens`/`offsets` hold stream.window's rows
+    pad_to: int | None = None  # ragged rows padded to this many tokens, not the batch's longest (no GPU sync)
     _index: dict[str, int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -190,8 +191,9 @@ class View:
         index = self.index()
         return np.fromiter((index.get(str(i), -1) for i in ids), np.int64, count=len(ids))
 
-    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """rows (B,) -> x (B, T, D) float32 and mask (B, T) bool, or None when every token is real."""
+    def gather(self, rows: torch.Tensor, cast: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """rows (B,) -> x (B, T, D) float32 (cast=False: tokens in the held dtype) and mask (B, T) bool, or None
+        when every token is real."""
         if not self.uses_tokens:
             return self.pooled.index_select(0, rows).unsqueeze(1), None  # (B, 1, D)
         if self.stream is not None:
@@ -201,13 +203,15 @@ class View:
                                   "iterate streamed data with PairData.epoch or View.in_order")
             rows = rows - lo
         if self.offsets is None:  # fixed length: (N, L, D)
-            return self.tokens.index_select(0, rows).float(), None
+            x = self.tokens.index_select(0, rows)
+            return (x.float() if cast else x), None
         start = self.offsets.index_select(0, rows)  # (B,)
         length = self.offsets.index_select(0, rows + 1) - start
-        steps = torch.arange(int(length.max()), device=rows.device)  # (T_max,)
+        steps = torch.arange(self.pad_to or int(length.max()), device=rows.device)  # (T_max,)
         mask = steps.unsqueeze(0) < length.unsqueeze(1)  # (B, T_max)
         flat = torch.where(mask, start.unsqueeze(1) + steps, 0)  # pads read row 0; masked everywhere after
-        return self.tokens[flat].float(), mask
+        x = self.tokens[flat]
+        return (x.float() if cast else x), mask
 
     def to(self, device: torch.device | str) -> View:
         """Move the tensors to `device` once (GPU training keeps the whole view there)."""
@@ -322,16 +326,22 @@ class PairData:
     rows: torch.Tensor  # (P, M) int64
     labels: torch.Tensor | None = None  # (P,) or (P, C)
     dropped: int = 0  # pair candidates without a partner in every store
+    batch_device: torch.device | None = None  # stores in host memory, minibatches copied here (fusion.placement)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
     def batch(self, idx: torch.Tensor) -> Batch:
-        """The minibatch of rows idx (B,): one gather per modality."""
+        """The minibatch of rows idx (B,): one gather per modality (and, with `batch_device`, one pinned
+        non-blocking copy of each tensor, tokens in their held dtype, cast to fp32 on the device)."""
         keys = self.rows.index_select(0, idx)  # (B, M)
-        inputs = [view.gather(keys[:, m]) for m, view in enumerate(self.views)]
         labels = None if self.labels is None else self.labels.index_select(0, idx)
-        return Batch(inputs, keys, labels)
+        if self.batch_device is None:
+            return Batch([view.gather(keys[:, m]) for m, view in enumerate(self.views)], keys, labels)
+        inputs = [view.gather(keys[:, m], cast=False) for m, view in enumerate(self.views)]
+        inputs = [(_to(x, self.batch_device).float(), None if mask is None else _to(mask, self.batch_device))
+                  for x, mask in inputs]
+        return Batch(inputs, _to(keys, self.batch_device), None if labels is None else _to(labels, self.batch_device))
 
     def epoch(self, batch_size: int, gen: torch.Generator | None = None, drop_last: bool = False) -> Epoch:
         """One pass over the rows as minibatch indices, shuffled by `gen` (None: no shuffling).
@@ -390,7 +400,7 @@ class PairData:
     def subset(self, idx: torch.Tensor) -> PairData:
         """The same views with only rows idx."""
         labels = None if self.labels is None else self.labels[idx]
-        return PairData(self.views, self.rows[idx], labels)
+        return PairData(self.views, self.rows[idx], labels, batch_device=self.batch_device)
 
     def to(self, device: torch.device | str) -> PairData:
         for view in self.views:
@@ -416,6 +426,11 @@ class Epoch:
             for m, (lo, hi) in windows.items():
                 self.data.views[m].hold(lo, hi)
             yield from batches
+
+
+def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`: pinned, then copied without blocking the host."""
+    return x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x.to(device)
 
 
 def _slices(order: torch.Tensor, batch_size: int, drop_last: bool) -> list[torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from embedcache.errors import BadInputError
+from embedcache.fusion.heads.kernels import drop
 from embedcache.fusion.losses import ContrastiveLoss
 from embedcache.registry import Registry
 
@@ -171,7 +172,7 @@ class ProjectionHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)  # (..., out_dim)
-        out = self.drop(self.fc2(nn.functional.gelu(h)))
+        out = drop(self.drop, self.fc2(nn.functional.gelu(h)))  # the CPU's cheap dropout (kernels)
         return self.norm(h + out if self.residual else out)
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedcache.fusion.heads import kernels
 from embedcache.fusion.heads.base import HEADS, ContrastiveHead, HeadSpec, masked_mean
 from embedcache.registry import Registry
 
@@ -178,30 +179,58 @@ class ContextEncoder(nn.Module):
 
 
 class OneTokenEncoderLayer(nn.TransformerEncoderLayer):
-    """nn.TransformerEncoderLayer with an exact shortcut for one-token sequences (pooled inputs).
+    """nn.TransformerEncoderLayer computing the same function with fewer, cheaper steps in training.
 
-    Self-attention over ONE key without a mask has softmax weight exactly 1, so its output is
-    out_proj(V x): the query and key projections and the softmax are skipped (their gradients are zero, up
-    to rounding, either way). In training, attention dropout acts on that single weight per head: the
-    head's value is kept (scaled by 1 / (1 - p)) or zeroed, as here. Masked or multi-token inputs, and the
-    stock inference fast path (eval mode without grad), are torch's own. Same parameters and state_dict
-    keys as the stock layer, so checkpoints load either way.
+    One-token sequences (pooled inputs): self-attention over ONE key without a mask has softmax weight exactly 1,
+    so its output is out_proj(V x): the query and key projections and the softmax are skipped (their gradients
+    are zero, up to rounding, either way). In training, attention dropout acts on that single weight per head:
+    the head's value is kept (scaled by 1 / (1 - p)) or zeroed, as here.
+    Token sequences: one in-projection viewed as (3, B, h, T, hd), F.scaled_dot_product_attention with the
+    padding as an additive (B, 1, 1, T) mask (no batch-first transposes, no mask merging), and on the CPU the
+    cheap dropout of embedcache.fusion.heads.kernels, ReLU sharing the feed-forward dropout's mask.
+    The stock inference fast path (eval mode without grad) and unusual configurations are torch's own. Same
+    parameters and state_dict keys as the stock layer, so checkpoints load either way.
     """
+
+    def _plain(self) -> bool:
+        """The configuration these paths cover: batch-first, packed q/k/v, no extra key bias or zero attention."""
+        attn = self.self_attn
+        return (attn.batch_first and attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn
+                and attn.in_proj_bias is not None)
 
     def _sa_block(self, x: torch.Tensor, attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None,
                   is_causal: bool = False) -> torch.Tensor:
-        attn = self.self_attn
-        if (x.shape[1] != 1 or attn_mask is not None or key_padding_mask is not None or is_causal
-                or not attn.batch_first or not attn._qkv_same_embed_dim or attn.bias_k is not None
-                or attn.add_zero_attn):
+        if attn_mask is not None or is_causal or not self._plain():
             return super()._sa_block(x, attn_mask, key_padding_mask, is_causal=is_causal)
+        if x.shape[1] == 1 and key_padding_mask is None:
+            return self._one_token(x)
+        attn = self.self_attn
+        b, t, d = x.shape
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, attn.num_heads, attn.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, T, hd)
+        mask = None
+        if key_padding_mask is not None:  # (B, T): True (or -inf) = padding -> additive (B, 1, 1, T)
+            pad = key_padding_mask
+            if pad.dtype == torch.bool:
+                pad = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill_(pad, float("-inf"))
+            mask = pad.to(x.dtype).view(b, 1, 1, t)
+        out = kernels.attention(q, k, v, mask, attn.dropout, self.training)  # (B, h, T, hd)
+        return kernels.drop(self.dropout1, attn.out_proj(out.transpose(1, 2).reshape(b, t, d)))
+
+    def _one_token(self, x: torch.Tensor) -> torch.Tensor:
+        attn = self.self_attn
         d = attn.embed_dim
-        bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * d :]
-        v = F.linear(x, attn.in_proj_weight[2 * d :], bias)  # (B, 1, d)
+        v = F.linear(x, attn.in_proj_weight[2 * d :], attn.in_proj_bias[2 * d :])  # (B, 1, d)
         if attn.training and attn.dropout > 0:
             keep = F.dropout(x.new_ones(x.shape[0], 1, attn.num_heads, 1), attn.dropout)  # 0 or 1 / (1 - p)
             v = (v.view(x.shape[0], 1, attn.num_heads, attn.head_dim) * keep).view_as(v)
         return self.dropout1(attn.out_proj(v))
+
+    def _ff_block(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation is not F.relu or type(self.dropout) is not nn.Dropout:
+            return super()._ff_block(x)
+        h = kernels.relu_dropout_linear(self.linear1(x), self.dropout.p, self.training, self.linear2)
+        return kernels.drop(self.dropout2, h)
 
 
 class DeepFusionEncoder(nn.Module):
