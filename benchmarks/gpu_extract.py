@@ -111,10 +111,12 @@ def _write_jpeg(job: tuple[Path, int]) -> int:
 
 def write_coco(root: Path, n: int, workers: int) -> dict[str, float]:
     """<root>/annotations/{captions,instances}_{train,val}2017.json and {train,val}2017/<id:012d>.jpg: n images in
-    train, a few in val (the adapter lists both splits; only train is extracted). 5 captions per image."""
+    train, a few in val (the adapter lists both splits; only train is extracted). 5 captions per image. The JPEGs
+    are written in parallel here, the annotations by the tests' own COCO writer (datasets.fixtures)."""
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     sizes: list[int] = []
+    splits: dict[str, list[fixtures.CocoImage]] = {}
     for split, count in (("train", n), ("val", 8)):
         folder = root / f"{split}2017"
         folder.mkdir(parents=True, exist_ok=True)
@@ -122,26 +124,14 @@ def write_coco(root: Path, n: int, workers: int) -> dict[str, float]:
         jobs = [(folder / fixtures.coco_file_name(2017, split, i), i) for i in ids]
         with ProcessPoolExecutor(max(1, workers)) as pool:
             sizes += list(pool.map(_write_jpeg, jobs, chunksize=16))
-        _annotations(root, split, ids, rng)
+        splits[split] = []
+        for i in ids:
+            theme = fixtures.theme(rng)
+            picked = rng.choice(len(CATEGORIES), size=int(rng.integers(1, 4)), replace=False)
+            splits[split].append(fixtures.CocoImage(i, None, [fixtures.sentence(rng, theme) for _ in range(5)],
+                                                    [CATEGORIES[int(c)]["id"] for c in picked], size=(480, 640)))
+    fixtures.write_coco(root, splits, CATEGORIES, year=2017)
     return {"data_write_s": round(time.perf_counter() - t0, 2), "jpeg_mean_kb": round(float(np.mean(sizes)) / 1024, 1)}
-
-
-def _annotations(root: Path, split: str, ids: list[int], rng: np.random.Generator) -> None:
-    images = [{"id": i, "file_name": fixtures.coco_file_name(2017, split, i), "height": 480, "width": 640}
-              for i in ids]
-    captions, objects = [], []
-    for i in ids:
-        theme = fixtures.theme(rng)
-        captions += [{"id": 10 * i + k, "image_id": i, "caption": fixtures.sentence(rng, theme)} for k in range(5)]
-        picked = rng.choice(len(CATEGORIES), size=int(rng.integers(1, 4)), replace=False)
-        objects += [{"id": 10 * i + k, "image_id": i, "category_id": CATEGORIES[int(c)]["id"]}
-                    for k, c in enumerate(picked)]
-    (root / "annotations").mkdir(exist_ok=True)
-    info = {"description": "embedcache gpu_extract benchmark (generated)", "year": 2017}
-    (root / "annotations" / f"captions_{split}2017.json").write_text(
-        json.dumps({"info": info, "images": images, "licenses": [], "annotations": captions}))
-    (root / "annotations" / f"instances_{split}2017.json").write_text(
-        json.dumps({"info": info, "images": images, "annotations": objects, "categories": CATEGORIES}))
 
 
 def disk_write_mb_s(folder: Path, mib: int) -> float:

@@ -84,6 +84,6 @@ def test_eval_without_a_test_split_uses_val_and_says_so(tmp_path, monkeypatch):
 def test_run_plan_shows_the_papers_scale_without_data_and_builds_nothing(tmp_path):
     out = runner.invoke(app, ["run", "cbmf-qqp", "--plan", "--data-dir", str(tmp_path)], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
-    assert "qqp/bert: rows train 727,692, dev 80,860" in out.output  # GLUE's 363,846 + 40,430 pairs, 2 texts each
+    assert f"qqp/bert: rows train {2 * 363_846:,}, dev {2 * 40_430:,}" in out.output  # GLUE's pairs, 2 texts each
     assert "published counts" in out.output and "'threshold_pairs': 40000" in out.output
     assert not (tmp_path / "stores").exists()  # a plan extracts nothing

@@ -74,12 +74,14 @@ def write_lines(path: Path, lines: Iterable[str | bytes]) -> None:
 
 @dataclass
 class CocoImage:
-    """One COCO image: its id, pixels, captions (annotation ids are assigned in order) and category ids."""
+    """One COCO image: its id, pixels, captions (annotation ids are assigned in order) and category ids. pixels None:
+    the caller wrote the file itself (e.g. in parallel), of `size` (height, width)."""
 
     image_id: int
-    pixels: np.ndarray
+    pixels: np.ndarray | None
     captions: list[str]
     categories: list[int] = field(default_factory=list)
+    size: tuple[int, int] | None = None
 
 
 def coco_file_name(year: int, split: str, image_id: int) -> str:
@@ -100,8 +102,9 @@ def write_coco(root: Path, splits: Mapping[str, Sequence[CocoImage]], categories
         imgs, caps, objs = [], [], []
         for im in images:
             name = coco_file_name(year, split, im.image_id)
-            save_image(folder / name, im.pixels)
-            h, w = im.pixels.shape[:2]
+            if im.pixels is not None:
+                save_image(folder / name, im.pixels)
+            h, w = im.pixels.shape[:2] if im.pixels is not None else im.size
             imgs.append({"id": im.image_id, "file_name": name, "height": h, "width": w})
             for text in im.captions:
                 caps.append({"id": ann_id, "image_id": im.image_id, "caption": text})

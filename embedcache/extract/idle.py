@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 IDLE_SHARE = 0.25  # warn above this share of wall time spent waiting for inputs (CUDA only)
@@ -39,21 +39,21 @@ class InputTiming:
         total = self.wait_s + self.busy_s
         return self.wait_s / total if total > 0 else 0.0
 
-    @contextmanager
-    def waiting(self) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.wait_s += time.perf_counter() - start
+    def waiting(self) -> AbstractContextManager[None]:
+        """Time a block as waiting for inputs."""
+        return self._timed("wait_s")
+
+    def busy(self) -> AbstractContextManager[None]:
+        """Time a block as busy with the model."""
+        return self._timed("busy_s")
 
     @contextmanager
-    def busy(self) -> Iterator[None]:
+    def _timed(self, counter: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.busy_s += time.perf_counter() - start
+            setattr(self, counter, getattr(self, counter) + time.perf_counter() - start)
 
 
 def idle_warning(timing: InputTiming, device_type: str, threshold: float = IDLE_SHARE) -> str | None:

@@ -49,11 +49,11 @@ from embedcache.store.layout import (
     parts_dir,
     store_fingerprint,
 )
-from embedcache.store.reader import Store, StoreSplit, StoreSummary, list_stores, open_store, summarize
+from embedcache.store.reader import Store, StoreSplit, StoreSummary, list_stores, not_results, open_store, summarize
 from embedcache.store.writer import StoreWriter
 
 __all__ = [
     "DTYPES", "SCHEMA_VERSION", "DamagedStoreError", "IncompleteStoreError", "ShardData", "StaleStoreError",
     "Store", "StoreError", "StoreLockedError", "StoreSplit", "StoreSummary", "StoreWriter", "full_attrs",
-    "list_stores", "open_store", "parts_dir", "store_fingerprint", "summarize", "verify_store",
+    "list_stores", "not_results", "open_store", "parts_dir", "store_fingerprint", "summarize", "verify_store",
 ]

@@ -211,11 +211,18 @@ def _summarize(path: Path, pdir: Path, attrs: dict[str, Any], s: StoreSummary) -
     s.dataset, s.backbone = str(attrs.get("dataset", s.dataset)), str(attrs.get("backbone", s.backbone))
     s.dtype, s.fingerprint = str(attrs.get("dtype", "float16")), str(attrs.get("fingerprint", ""))
     s.complete = bool(attrs.get("complete")) and s.shards_pending == 0
-    if attrs.get("stand_in"):  # pipelines refuse both kinds
-        random = attrs.get("weights") == "random"
-        s.not_results = "random weights (--weights random: speed work only)" if random else (
-            "stand-in (random weights of the rehearsal)")
+    s.not_results = not_results(attrs)
     return s
+
+
+def not_results(attrs: dict[str, Any]) -> str:
+    """Why a store's vectors are not results, '' for a real backbone's: `--weights random` (speed work only) or a
+    rehearsal stand-in. `embedcache ls` shows it; pipelines refuse such stores (tables.steps.refuse_stand_in)."""
+    if not attrs.get("stand_in"):
+        return ""
+    if attrs.get("weights") == "random":
+        return "random-weight embeddings (--weights random: random weights for speed work only)"
+    return "stand-in embeddings (random-weight backbones of the rehearsal)"
 
 
 def list_stores(data_dir: Path) -> list[StoreSummary]:

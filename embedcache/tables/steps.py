@@ -153,20 +153,14 @@ def refuse_stand_in(st: StoreSpec, path: Path, data_dir: str | Path | None, allo
                     ) -> tuple[Missing, None] | None:
     """A Missing when the store at `path` holds random-weight embeddings that are not allowed: the rehearsal's
     stand-ins unless `allowed` (the rehearsal), and `--weights random` stores (speed work only) always."""
-    from embedcache.store import open_store
+    from embedcache.store import not_results, open_store
 
     with open_store(path) as store:
         attrs = store.attrs
-    if not attrs.get("stand_in"):
+    reason = not_results(attrs)
+    if not reason or (allowed and attrs.get("weights") != "random"):
         return None
-    fix = extract_command(st, data_dir, force=True)
-    if attrs.get("weights") == "random":
-        return Missing(f"{path} holds random-weight embeddings (`--weights random`: for speed work only), not results",
-                       fix, f"rebuild it with the real weights: {fix}"), None
-    if allowed:
-        return None
-    return Missing(f"{path} holds stand-in embeddings (random-weight {st.backbone!r} of the rehearsal), not results",
-                   fix), None
+    return Missing(f"{path} holds {reason}, not results", extract_command(st, data_dir, force=True)), None
 
 
 def extract_command(st: StoreSpec, data_dir: str | Path | None = None, force: bool = False) -> str:
