@@ -285,22 +285,17 @@ def find_or_seed(head: str, key: dict[str, Any], *, seed: int, force: bool, runs
 
 def say_streamed(*datas: PairData) -> None:
     """Tell (on stderr) which token stores are streamed because they do not fit in RAM."""
-    notes = {v.stream.describe() for d in datas for v in d.views if v.stream is not None}
-    if notes:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        for note in sorted(notes):
-            console.print(f"[yellow]tokens larger than the RAM budget:[/] {note}; minibatches are shuffled within "
-                          "blocks and the block order each epoch")
+    for note in sorted({v.stream.describe() for d in datas for v in d.views if v.stream is not None}):
+        say(f"{note}; minibatches are shuffled within blocks and the block order each epoch",
+            "tokens larger than the RAM budget")
 
 
-def say(note: str) -> None:
+def say(note: str, label: str = "note") -> None:
     """A one-line note on stderr (nothing when empty)."""
     if note:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[yellow]note:[/] {note}")
+        Console(stderr=True).print(f"[yellow]{label}:[/] {note}")
 
 
 def store_splits(path: Path) -> list[str]:
